@@ -1,0 +1,298 @@
+"""The episode dataset: flat time-first arrays + ``episode_ends`` + ``meta.json``.
+
+Layout of a dataset directory (format version 1)::
+
+    meta.json         format_version, source (env / video), shapes, fps, level seeds, collector
+    frames.npy        (N, H, W, C) uint8, all episodes back to back, memory-mapped on read
+    episode_ends.npy  (E,) int64, exclusive end index of each episode in ``frames`` (cumsum of lengths)
+    level_seeds.npy   (E,) int64, Procgen level seed of each episode (-1 where unknown)
+    actions.npy       (N,) int64, optional: a_t taken at frame t (leads to frame t+1)
+    rewards.npy       (N,) float32, optional: reward received after a_t
+
+As in Diffusion Policy's ``ReplayBuffer``, episodes are contiguous slices; transition ``t``
+(``o_t -> o_{t+1}``) exists for every frame but the last of its episode. Windows never cross an
+episode boundary: the IDM window ``(o_{t-1}, o_t, o_{t+1})`` repeats ``o_t`` for ``o_{t-1}`` at an
+episode's first frame (edge padding).
+
+**Action-free means action-free.** ``EpisodeDataset`` exposes frames freely; true actions come
+only from :meth:`EpisodeDataset.labeled_subset` (k transitions drawn by a seeded rule) or from
+:meth:`EpisodeDataset.oracle_actions`, which is for evaluation and the oracle baseline only.
+
+Writes are atomic: :class:`EpisodeWriter` streams frames into a temporary directory (bounded RAM)
+and renames it into place on :meth:`EpisodeWriter.close`.
+
+Dimension keys: N frames, E episodes, H W C image, pixels uint8 in [0, 255].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+FORMAT_VERSION = 1
+_NPY_HEADER_BYTES = 128  # reserved so the frame count can be written once the stream ends
+
+
+@dataclass(frozen=True)
+class LabeledSubset:
+    """The k transitions whose true actions a method may read.
+
+    Attributes:
+        indices: (k,) int64 frame indices t of transitions ``o_t -> o_{t+1}``, sorted.
+        actions: (k,) int64 true actions a_t.
+        seed: the seed of the draw.
+    """
+
+    indices: np.ndarray
+    actions: np.ndarray
+    seed: int
+
+
+class EpisodeDataset:
+    """Read-only, memory-mapped view of a dataset directory.
+
+    Args:
+        path: dataset directory (see module docstring).
+
+    Raises:
+        FileNotFoundError: ``path`` or one of its required files is missing.
+        ValueError: unknown format version, frames not 4-D uint8, empty dataset, or
+            ``episode_ends`` inconsistent with the frame count.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        for name in ("meta.json", "frames.npy", "episode_ends.npy"):
+            if not (self.path / name).is_file():
+                raise FileNotFoundError(f"{self.path / name} not found: {self.path} is not a dataset "
+                                        "directory (make one with `lapo collect`)")
+        self.meta = json.loads((self.path / "meta.json").read_text())
+        if self.meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{self.path}: format_version {self.meta.get('format_version')!r} is not "
+                             f"supported (expected {FORMAT_VERSION}); re-collect the dataset")
+        self.frames = np.load(self.path / "frames.npy", mmap_mode="r")  # (N, H, W, C) uint8
+        if self.frames.ndim != 4 or self.frames.dtype != np.uint8:
+            raise ValueError(f"{self.path}/frames.npy has shape {self.frames.shape} dtype "
+                             f"{self.frames.dtype}; expected (N, H, W, C) uint8")
+        self.episode_ends = np.load(self.path / "episode_ends.npy").astype(np.int64)
+        if len(self.frames) == 0 or len(self.episode_ends) == 0:
+            raise ValueError(f"{self.path} is empty (0 frames); collect some video first")
+        if (self.episode_ends[-1] != len(self.frames) or np.any(np.diff(self.episode_ends) <= 0)
+                or self.episode_ends[0] <= 0):
+            raise ValueError(f"{self.path}/episode_ends.npy does not partition {len(self.frames)} frames")
+        self.episode_starts = np.concatenate([[0], self.episode_ends[:-1]])
+        seeds = self.path / "level_seeds.npy"
+        self.level_seeds = np.load(seeds) if seeds.is_file() else np.full(len(self.episode_ends), -1)
+        # frame t -> episode index, and the transitions o_t -> o_{t+1} inside episodes
+        self.episode_index = np.repeat(np.arange(len(self.episode_ends)), self.episode_lengths)
+        is_last = np.zeros(len(self.frames), bool)
+        is_last[self.episode_ends - 1] = True
+        self.transition_indices = np.flatnonzero(~is_last)  # (M,) int64
+
+    # --- sizes ---
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @property
+    def num_episodes(self) -> int:
+        return len(self.episode_ends)
+
+    @property
+    def episode_lengths(self) -> np.ndarray:
+        return np.diff(np.concatenate([[0], self.episode_ends]))
+
+    @property
+    def has_actions(self) -> bool:
+        return (self.path / "actions.npy").is_file()
+
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        return tuple(self.frames.shape[1:])
+
+    # --- windows ---
+    def idm_window(self, t: np.ndarray) -> np.ndarray:
+        """Frames ``(o_{t-1}, o_t, o_{t+1})`` for transitions ``t``.
+
+        Args:
+            t: (B,) int frame indices, each a transition (not the last frame of its episode).
+
+        Returns:
+            (B, 3, H, W, C) uint8. At an episode's first frame ``o_{t-1}`` is ``o_t`` (edge pad).
+
+        Raises:
+            ValueError: some ``t`` is the last frame of its episode or out of range.
+        """
+        t = np.asarray(t, np.int64)
+        if np.any(t < 0) or np.any(t >= len(self.frames) - 1) or np.any(
+                np.isin(t, self.episode_ends - 1)):
+            raise ValueError("idm_window: every t must be a transition index (see transition_indices)")
+        prev = np.maximum(t - 1, self.episode_starts[self.episode_index[t]])
+        order = np.argsort(t)  # sorted reads are far faster on a memory map
+        out = np.empty((len(t), 3) + self.frame_shape, np.uint8)
+        for j, idx in enumerate((prev, t, t + 1)):
+            out[order, j] = self.frames[idx[order]]
+        return out
+
+    # --- labels: the only doors to true actions ---
+    def labeled_subset(self, k: int, seed: int = 0) -> LabeledSubset:
+        """Draw ``k`` transitions uniformly without replacement (``np.random.default_rng(seed)``).
+
+        Raises:
+            ValueError: the dataset has no actions, or ``k`` is < 1 or larger than the number of
+                transitions.
+        """
+        if not self.has_actions:
+            raise ValueError(f"{self.path} has no actions.npy: it is action-free, so no labeled subset "
+                             "exists; collect with a demonstrator or label a few transitions")
+        m = len(self.transition_indices)
+        if not 1 <= k <= m:
+            raise ValueError(f"k={k} labeled transitions requested but {self.path} has {m}; "
+                             f"choose 1 <= k <= {m}")
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.choice(self.transition_indices, size=k, replace=False))
+        actions = np.load(self.path / "actions.npy", mmap_mode="r")[idx].astype(np.int64)
+        return LabeledSubset(idx, actions, seed)
+
+    def oracle_actions(self) -> np.ndarray:
+        """All true actions ``(N,)`` int64. For evaluation/diagnostics and the oracle baseline only:
+        a method that claims to be action-free must not call this.
+
+        Raises:
+            ValueError: the dataset has no actions.
+        """
+        if not self.has_actions:
+            raise ValueError(f"{self.path} has no actions.npy (action-free dataset)")
+        return np.load(self.path / "actions.npy", mmap_mode="r")
+
+    def episode_split(self, val_fraction: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Split transition indices by episode: ``(train_t, val_t)``; at least one episode each when
+        there are two or more episodes."""
+        rng = np.random.default_rng(seed)
+        n_val = int(round(self.num_episodes * val_fraction))
+        n_val = min(max(n_val, 1 if self.num_episodes > 1 else 0), self.num_episodes - 1)
+        val_eps = rng.choice(self.num_episodes, size=n_val, replace=False)
+        is_val = np.isin(self.episode_index[self.transition_indices], val_eps)
+        return self.transition_indices[~is_val], self.transition_indices[is_val]
+
+
+class EpisodeWriter:
+    """Stream whole episodes into a new dataset directory, atomically.
+
+    Frames go straight to disk (bounded RAM); the directory appears under ``path`` only when
+    :meth:`close` succeeds. Use as a context manager: an exception discards the partial dataset.
+
+    Args:
+        path: dataset directory to create.
+        meta: extra fields for ``meta.json`` (source env, fps, collector, ...).
+        overwrite: replace an existing ``path`` (only after the new one is complete).
+
+    Raises:
+        FileExistsError: ``path`` exists and ``overwrite`` is False.
+    """
+
+    def __init__(self, path: str | os.PathLike, meta: dict | None = None, overwrite: bool = False):
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(f"{self.path} already exists; pass --overwrite to replace it or choose "
+                                  "another --out")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent))
+        self.meta = dict(meta or {})
+        self._frames = open(self.tmp / "frames.npy", "wb")
+        self._frames.write(b"\0" * _NPY_HEADER_BYTES)
+        self._frame_shape: tuple[int, ...] | None = None
+        self._ends: list[int] = []
+        self._seeds: list[int] = []
+        self._actions: list[np.ndarray] = []
+        self._rewards: list[np.ndarray] = []
+        self.num_frames = 0
+
+    def add_episode(self, frames: np.ndarray, actions: np.ndarray | None = None,
+                    rewards: np.ndarray | None = None, level_seed: int = -1) -> None:
+        """Append one episode.
+
+        Args:
+            frames: (T, H, W, C) uint8, T >= 2 (one transition at least).
+            actions: (T,) ints or None; every episode must agree on having actions.
+            rewards: (T,) floats or None.
+            level_seed: Procgen level seed, -1 if unknown.
+
+        Raises:
+            ValueError: wrong dtype/shape, T < 2, or a frame shape different from earlier episodes.
+        """
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.dtype != np.uint8:
+            raise ValueError(f"episode frames must be (T, H, W, C) uint8, got {frames.shape} {frames.dtype}")
+        if len(frames) < 2:
+            raise ValueError(f"an episode needs at least 2 frames (one transition), got {len(frames)}")
+        if self._frame_shape is None:
+            self._frame_shape = frames.shape[1:]
+        elif frames.shape[1:] != self._frame_shape:
+            raise ValueError(f"episode frame shape {frames.shape[1:]} differs from {self._frame_shape}")
+        for name, arr, store in (("actions", actions, self._actions), ("rewards", rewards, self._rewards)):
+            if self._ends and (arr is None) != (not store):
+                raise ValueError(f"every episode must agree on having {name}: episode "
+                                 f"{len(self._ends)} {'lacks' if arr is None else 'adds'} them")
+            if arr is not None:
+                if len(arr) != len(frames):
+                    raise ValueError(f"{name} has length {len(arr)} but the episode has {len(frames)} frames")
+                store.append(np.asarray(arr))
+        self._frames.write(np.ascontiguousarray(frames).tobytes())
+        self.num_frames += len(frames)
+        self._ends.append(self.num_frames)
+        self._seeds.append(int(level_seed))
+
+    def close(self) -> Path:
+        """Finish the files and move the dataset into place. Returns the dataset path.
+
+        Raises:
+            ValueError: no episode was added (an empty dataset is never written).
+        """
+        if not self._ends:
+            self.abort()
+            raise ValueError(f"no episodes were added; {self.path} was not written")
+        shape = (self.num_frames,) + tuple(self._frame_shape)
+        header = "{'descr': '|u1', 'fortran_order': False, 'shape': %s, }" % (shape,)
+        header = header.ljust(_NPY_HEADER_BYTES - 10 - 1) + "\n"
+        self._frames.seek(0)
+        self._frames.write(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode())
+        self._frames.close()
+        np.save(self.tmp / "episode_ends.npy", np.asarray(self._ends, np.int64))
+        np.save(self.tmp / "level_seeds.npy", np.asarray(self._seeds, np.int64))
+        if self._actions:
+            np.save(self.tmp / "actions.npy", np.concatenate(self._actions).astype(np.int64))
+        if self._rewards:
+            np.save(self.tmp / "rewards.npy", np.concatenate(self._rewards).astype(np.float32))
+        meta = {"format_version": FORMAT_VERSION, "num_frames": self.num_frames,
+                "num_episodes": len(self._ends), "frame_shape": list(self._frame_shape),
+                "has_actions": bool(self._actions), **self.meta}
+        (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+        old = None
+        if self.path.exists():
+            old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
+            os.replace(self.path, old)
+        os.replace(self.tmp, self.path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.path
+
+    def abort(self) -> None:
+        """Discard everything written so far."""
+        if not self._frames.closed:
+            self._frames.close()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def __enter__(self) -> "EpisodeWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()

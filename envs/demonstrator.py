@@ -1,0 +1,220 @@
+"""Demonstrators: PPO agents (stable-baselines3) that play a Procgen game and produce the video.
+
+Training is SB3's PPO with its Nature CNN ``CnnPolicy`` and Procgen-paper hyperparameters
+(Cobbe et al. 2020, App. B: 64 envs × 256 steps, 3 epochs of 8 minibatches, lr 5e-4, γ 0.999,
+λ 0.95, entropy 0.01). The IMPALA CNN is far slower on a CPU; the Nature CNN reaches the target
+return on CoinRun in a few million steps.
+
+Two on-disk forms:
+- a resume checkpoint in the run directory (``ppo_checkpoint.zip``, SB3's own format, used only
+  to continue training, possibly across sessions);
+- the shipped demonstrator (``config.json`` + ``model.safetensors``): weights as data, loaded into
+  a policy rebuilt from the config, never unpickled.
+
+Dimension keys: N envs, H W C image (64, 64, 3), pixels uint8 in [0, 255].
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from tqdm import tqdm
+
+from envs.procgen import N_ACTIONS, TRAIN_NUM_LEVELS, TRAIN_START_LEVEL, ProcgenVecEnv, check_game
+from lapo.io import atomic_dir
+
+SHIPPED_DIR = Path(__file__).parent / "demonstrators"
+CHECKPOINT_NAME = "ppo_checkpoint.zip"
+
+
+@dataclass
+class TrainExpertConfig:
+    """PPO demonstrator training (``lapo train-expert``)."""
+
+    env_name: str = "coinrun"
+    """Procgen game."""
+    distribution_mode: str = "easy"
+    """Procgen difficulty, ``easy`` or ``hard``."""
+    total_timesteps: int = 3_000_000
+    """Env steps to train for in total (a resumed run trains only the remainder)."""
+    num_envs: int = 64
+    """Parallel Procgen environments."""
+    n_steps: int = 256
+    """Rollout length per env per PPO update."""
+    batch_size: int = 2048
+    """PPO minibatch size (64 × 256 / 2048 = 8 minibatches)."""
+    n_epochs: int = 3
+    """PPO epochs per update."""
+    learning_rate: float = 5e-4
+    """Adam learning rate."""
+    gamma: float = 0.999
+    """Discount."""
+    gae_lambda: float = 0.95
+    """GAE λ."""
+    ent_coef: float = 0.01
+    """Entropy bonus."""
+    clip_range: float = 0.2
+    """PPO clip ε."""
+    seed: int = 0
+    """Torch/SB3 seed and Procgen level-draw seed."""
+    run_dir: Path = Path("runs/expert_coinrun")
+    """Holds the resume checkpoint and tensorboard logs; an existing checkpoint here is resumed."""
+    save_every: int = 250_000
+    """Env steps between resume checkpoints."""
+    out: Path = Path("runs/expert_coinrun/demonstrator")
+    """Where the shipped form (config.json + model.safetensors) is written at the end."""
+    eval_episodes: int = 200
+    """Episodes on unseen levels for the return recorded next to the checkpoint."""
+    threads: int = 2
+    """torch CPU threads."""
+
+    def __post_init__(self):
+        check_game(self.env_name, self.distribution_mode)
+        if self.total_timesteps < 1:
+            raise ValueError(f"total_timesteps must be >= 1, got {self.total_timesteps}")
+        if (self.num_envs * self.n_steps) % self.batch_size:
+            raise ValueError(f"num_envs * n_steps = {self.num_envs * self.n_steps} must be a multiple "
+                             f"of batch_size = {self.batch_size}")
+
+
+def _policy_spaces():
+    # SB3 wraps channel-last images in VecTransposeImage, so the policy itself sees (3, 64, 64).
+    return gym.spaces.Box(0, 255, (3, 64, 64), np.uint8), gym.spaces.Discrete(N_ACTIONS)
+
+
+def train_demonstrator(cfg: TrainExpertConfig):
+    """Train (or resume) PPO on ``cfg.env_name`` and return the SB3 model.
+
+    A run directory that already holds ``ppo_checkpoint.zip`` is resumed from it, so a long run can
+    span several sessions; the checkpoint is rewritten atomically every ``cfg.save_every`` steps.
+    """
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    torch.set_num_threads(cfg.threads)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = cfg.run_dir / CHECKPOINT_NAME
+    env = ProcgenVecEnv(cfg.env_name, cfg.num_envs, cfg.distribution_mode, TRAIN_START_LEVEL,
+                        TRAIN_NUM_LEVELS, rand_seed=cfg.seed)
+    if ckpt.exists():
+        model = PPO.load(ckpt, env=env, device="cpu")
+        print(f"resuming {ckpt} at {model.num_timesteps} env steps")
+    else:
+        model = PPO(
+            "CnnPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
+            learning_rate=cfg.learning_rate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
+            ent_coef=cfg.ent_coef, clip_range=cfg.clip_range, seed=cfg.seed, device="cpu",
+            tensorboard_log=str(cfg.run_dir / "tb"), verbose=0,
+        )
+
+    class SaveCallback(BaseCallback):
+        """Resume checkpoint every ``save_every`` steps, plus a tqdm bar over env steps."""
+
+        def __init__(self):
+            super().__init__()
+            self.next_save = model.num_timesteps + cfg.save_every
+            self.bar = tqdm(total=cfg.total_timesteps, initial=model.num_timesteps, unit="step",
+                            desc=f"train-expert {cfg.env_name}", smoothing=0.05)
+
+        def _on_step(self) -> bool:
+            self.bar.update(self.model.num_timesteps - self.bar.n)
+            if self.model.num_timesteps >= self.next_save:
+                save_resume_checkpoint(self.model, ckpt)
+                self.next_save += cfg.save_every
+            return True
+
+    remaining = cfg.total_timesteps - model.num_timesteps
+    if remaining > 0:
+        callback = SaveCallback()
+        model.learn(remaining, callback=callback, reset_num_timesteps=False, tb_log_name="ppo")
+        callback.bar.close()
+        save_resume_checkpoint(model, ckpt)
+    return model
+
+
+def save_resume_checkpoint(model, path: Path) -> None:
+    """Write SB3's resume checkpoint atomically (tmp name, then rename)."""
+    tmp = path.with_name(path.name + ".tmp.zip")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+class Demonstrator:
+    """A trained PPO policy that acts on raw Procgen frames.
+
+    Use ``Demonstrator.from_pretrained(dir)``; ``act(obs)`` takes ``(N, 64, 64, 3)`` uint8 frames and
+    returns ``(N,)`` int64 actions (sampled from the policy unless ``deterministic``).
+    """
+
+    def __init__(self, policy, config: dict):
+        self.policy = policy.eval()
+        self.config = config
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike) -> "Demonstrator":
+        """Load ``config.json`` + ``model.safetensors`` from ``path``.
+
+        Raises:
+            FileNotFoundError: ``path`` lacks either file.
+            ValueError: the config is not a demonstrator config.
+        """
+        from stable_baselines3.common.policies import ActorCriticCnnPolicy
+
+        path = Path(path)
+        for name in ("config.json", "model.safetensors"):
+            if not (path / name).is_file():
+                raise FileNotFoundError(f"{path / name} not found: a demonstrator directory needs "
+                                        "config.json and model.safetensors (see `lapo train-expert`)")
+        config = json.loads((path / "config.json").read_text())
+        if config.get("kind") != "demonstrator":
+            raise ValueError(f"{path} holds a {config.get('kind')!r} checkpoint, not a demonstrator")
+        obs_space, act_space = _policy_spaces()
+        policy = ActorCriticCnnPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0)
+        load_model(policy, path / "model.safetensors")  # strict: a mismatched file raises
+        return cls(policy, config)
+
+    def save_pretrained(self, path: str | os.PathLike, **extra) -> None:
+        """Write ``config.json`` (with ``extra`` merged in) + ``model.safetensors`` atomically."""
+        config = {**self.config, **extra}
+        with atomic_dir(path) as tmp:
+            save_model(self.policy, tmp / "model.safetensors")  # dedups the shared CNN trunk
+            (tmp / "config.json").write_text(json.dumps(config, indent=2))
+
+    @torch.no_grad()
+    def act(self, obs_NHWC: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        """Actions ``(N,)`` int64 for frames ``(N, 64, 64, 3)`` uint8."""
+        x = torch.as_tensor(obs_NHWC).permute(0, 3, 1, 2)  # (N, C, H, W) uint8; the policy scales /255
+        dist = self.policy.get_distribution(self.policy.obs_to_tensor(x.numpy())[0])
+        return dist.get_actions(deterministic=deterministic).numpy().astype(np.int64)
+
+    @classmethod
+    def from_sb3(cls, model, cfg: TrainExpertConfig) -> "Demonstrator":
+        config = {"kind": "demonstrator", "algo": "sb3-ppo", "policy": "CnnPolicy (Nature CNN)",
+                  "env_name": cfg.env_name, "distribution_mode": cfg.distribution_mode,
+                  "env_steps": int(model.num_timesteps), "train_config": _jsonable(asdict(cfg))}
+        return cls(model.policy, config)
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+def shipped_demonstrator(env_name: str) -> Path:
+    """Directory of the demonstrator shipped with the package for ``env_name``.
+
+    Raises:
+        FileNotFoundError: none is shipped for that game; train one with ``lapo train-expert``.
+    """
+    path = SHIPPED_DIR / env_name
+    if not (path / "model.safetensors").is_file():
+        shipped = sorted(p.name for p in SHIPPED_DIR.glob("*") if (p / "model.safetensors").is_file())
+        raise FileNotFoundError(f"no shipped demonstrator for {env_name!r} (shipped: {shipped}); "
+                                f"train one with `lapo train-expert --env-name {env_name}`")
+    return path

@@ -1,0 +1,91 @@
+"""Label every transition of a dataset with latent actions from a trained LAM (LAPO §3.2).
+
+Output directory (default ``DATASET/labels``), written atomically::
+
+    meta.json     lam checkpoint, dataset, latent_dim, groups
+    latents.npy   (N, L) float32  continuous pre-quantization IDM latent z_t of transition t
+    codes.npy     (N, G) int64    quantized code indices of z_t
+    valid.npy     (N,) bool       False at each episode's last frame (no o_{t+1}; zeros there)
+
+Row ``t`` labels transition ``o_t -> o_{t+1}``, so the arrays align with the dataset's frames.
+Labels are computed in batches and streamed to memory-mapped files (bounded RAM).
+
+Dimension keys: N frames, L latent dim, G groups.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from envs.dataset import EpisodeDataset
+from lapo.io import atomic_dir
+
+
+def label_dataset(lam_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
+                  out: str | os.PathLike | None = None, batch_size: int = 512,
+                  overwrite: bool = False, device: str = "cpu") -> Path:
+    """Write latent-action labels for every transition of ``dataset_dir``.
+
+    Returns:
+        The labels directory.
+
+    Raises:
+        FileNotFoundError / ValueError: bad LAM checkpoint or dataset, or frames of another size;
+        FileExistsError: ``out`` exists and ``overwrite`` is False.
+    """
+    from lapo.lam import load_lam
+
+    lam = load_lam(lam_dir, device)
+    ds = EpisodeDataset(dataset_dir)
+    size = lam.cfg.image_size
+    if ds.frame_shape != (size, size, 3):
+        raise ValueError(f"{dataset_dir} frames are {ds.frame_shape} but the LAM at {lam_dir} expects "
+                         f"({size}, {size}, 3)")
+    out = Path(out) if out is not None else Path(dataset_dir) / "labels"
+    n, L, G = len(ds), lam.cfg.latent_dim, lam.cfg.groups
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        latents = np.lib.format.open_memmap(tmp / "latents.npy", "w+", np.float32, (n, L))
+        codes = np.lib.format.open_memmap(tmp / "codes.npy", "w+", np.int64, (n, G))
+        valid = np.zeros(n, bool)
+        t_all = ds.transition_indices
+        with torch.no_grad(), tqdm(total=len(t_all), desc="label", unit="transition") as bar:
+            for i in range(0, len(t_all), batch_size):
+                t = t_all[i:i + batch_size]
+                z, _, c, _, _ = lam.encode(torch.from_numpy(ds.idm_window(t)).to(device))
+                latents[t] = z.float().cpu().numpy()
+                codes[t] = c.cpu().numpy()
+                valid[t] = True
+                bar.update(len(t))
+        latents.flush()
+        codes.flush()
+        del latents, codes
+        np.save(tmp / "valid.npy", valid)
+        (tmp / "meta.json").write_text(json.dumps(
+            {"lam": str(lam_dir), "dataset": str(dataset_dir), "latent_dim": L, "groups": G,
+             "num_transitions": int(valid.sum())}, indent=2))
+    return out
+
+
+class Labels:
+    """Read-only view of a labels directory (memory-mapped).
+
+    Raises:
+        FileNotFoundError: missing files (run ``lapo label`` first).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        for name in ("meta.json", "latents.npy", "codes.npy", "valid.npy"):
+            if not (self.path / name).is_file():
+                raise FileNotFoundError(f"{self.path / name} not found; label the dataset first with "
+                                        "`lapo label --lam DIR --dataset DIR`")
+        self.meta = json.loads((self.path / "meta.json").read_text())
+        self.latents = np.load(self.path / "latents.npy", mmap_mode="r")  # (N, L) float32
+        self.codes = np.load(self.path / "codes.npy", mmap_mode="r")  # (N, G) int64
+        self.valid = np.load(self.path / "valid.npy")  # (N,) bool

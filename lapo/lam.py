@@ -1,0 +1,323 @@
+"""Latent action model = IDM + quantized bottleneck + FDM (LAPO: Schmidt & Jiang, ICLR 2024, §3.1).
+
+The inverse dynamics model (IDM) sees ``(o_{t-1}, o_t, o_{t+1})`` and outputs a continuous latent
+action ``z_t``; a quantizer (FSQ by default, see :mod:`lapo.vq`) bottlenecks it to ``z_q``; the
+forward dynamics model (FDM) predicts ``o_{t+1}`` from ``(o_{t-1}, o_t)`` and ``z_q``. Trained on
+frames alone with the FDM's reconstruction loss (LAPO Eq. 1-2), the only route for information
+about ``o_{t+1}`` is the narrow latent, so it learns to encode what the frames cannot predict:
+mostly the action.
+
+The IDM is a Nature CNN over the three full-resolution frames stacked on channels. The FDM is a
+small U-Net that predicts the residual ``o_{t+1} - o_t`` (so it starts at the copy-last-frame
+baseline, which every log reports beside the FDM loss) at ``fdm_size`` pixels (frames are
+average-pooled to it): on a 2-core CPU a 32×32 FDM trains ~5× faster than a 64×64 one, and camera
+and agent motion stay visible at that size.
+
+Dimension keys: B batch, T=3 window frames, H W C image, L latent dim, G groups.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lapo.nets import ConvEncoder, NatureCNN, to_float, up_block
+from lapo.vq import perplexity, build_quantizer
+
+
+@dataclass
+class LAMConfig:
+    """Architecture of the latent action model (stored in the checkpoint's config.json)."""
+
+    image_size: int = 64
+    """H = W of the frames, pixels."""
+    idm_channels: tuple[int, int, int] = (32, 64, 64)
+    """IDM Nature-CNN conv widths."""
+    idm_hidden: int = 256
+    """IDM MLP width."""
+    fdm_size: int = 32
+    """H = W at which the FDM reads past frames and predicts o_{t+1}, pixels."""
+    widths: tuple[int, ...] = (32, 64, 128)
+    """FDM U-Net channels of each stride-2 level."""
+    latent_dim: int = 8
+    """L, dims of the latent action."""
+    quantizer: str = "fsq"
+    """``fsq`` (finite scalar quantization) or ``vq`` (EMA codebooks with restarts)."""
+    fsq_levels: int = 5
+    """FSQ levels per dim."""
+    groups: int = 2
+    """G code groups (FSQ) or codebooks (VQ); a transition's code is (G,) ints."""
+    codebook_size: int = 64
+    """VQ entries per codebook (ignored by FSQ)."""
+
+    def __post_init__(self):
+        self.widths, self.idm_channels = tuple(self.widths), tuple(self.idm_channels)
+        if self.image_size % self.fdm_size:
+            raise ValueError(f"fdm_size {self.fdm_size} must divide image_size {self.image_size}")
+        if self.fdm_size % 2 ** len(self.widths):
+            raise ValueError(f"fdm_size {self.fdm_size} must be divisible by 2**len(widths) = "
+                             f"{2 ** len(self.widths)}")
+        if any(w % 8 for w in self.widths):
+            raise ValueError(f"widths {self.widths} must be multiples of 8 (GroupNorm with 8 groups)")
+        if self.latent_dim % self.groups:
+            raise ValueError(f"latent_dim {self.latent_dim} must be divisible by groups {self.groups}")
+        if self.quantizer not in ("fsq", "vq"):
+            raise ValueError(f"quantizer {self.quantizer!r}: choose 'fsq' or 'vq'")
+
+
+class FDM(nn.Module):
+    """U-Net: ``(o_{t-1}, o_t)`` float (B, 6, H, W) + ``z_q`` (B, L) -> predicted ``o_{t+1}`` (B, 3, H, W)."""
+
+    def __init__(self, cfg: LAMConfig):
+        super().__init__()
+        w = cfg.widths
+        self.encoder = ConvEncoder(6, w)
+        # The latent enters only as a per-channel scale and shift (FiLM) at every level, the same at
+        # every pixel: it can say "what moved how" but not "draw this at (x, y)", which keeps it
+        # from encoding the next frame's layout instead of the action.
+        self.film = nn.ModuleList(nn.Linear(cfg.latent_dim, 2 * c) for c in w)
+        ups, c_in = [], w[-1]
+        for c_skip, c_out in zip(reversed(w[:-1]), reversed(w[:-1])):
+            ups.append(up_block(c_in, c_out))
+            c_in = c_out + c_skip
+        self.ups = nn.ModuleList(ups)
+        self.out = nn.ConvTranspose2d(c_in, 3, 4, 2, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, past_B6HW: torch.Tensor, z_BL: torch.Tensor) -> torch.Tensor:
+        feats = self.encoder(past_B6HW)  # level i: (B, w_i, H/2^(i+1), W/2^(i+1))
+        films = [f(z_BL)[:, :, None, None].chunk(2, 1) for f in self.film]  # (B, w_i, 1, 1) × 2
+        feats = [x * (1 + scale) + shift for x, (scale, shift) in zip(feats, films)]
+        x = feats[-1]
+        for up, skip in zip(self.ups, reversed(feats[:-1])):
+            x = torch.cat([up(x), skip], 1)
+        return past_B6HW[:, 3:] + self.out(x)  # residual on o_t
+
+
+class LatentActionModel(nn.Module):
+    """IDM + quantizer + FDM.
+
+    ``forward(window_B3HWC)`` takes uint8 windows ``(B, 3, H, W, C)`` = ``(o_{t-1}, o_t, o_{t+1})``
+    and returns ``(out, loss)``: ``out`` holds ``z`` (B, L) the continuous pre-quantization latent,
+    ``z_q`` (B, L), ``codes`` (B, G) int64, ``pred`` and ``target`` (B, 3, h, w) at ``fdm_size`` in
+    [0, 1] units, and
+    ``stats`` (perplexity); ``loss`` is the FDM MSE plus the quantizer's auxiliary loss.
+    """
+
+    def __init__(self, cfg: LAMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.idm = NatureCNN(9, cfg.image_size, cfg.idm_channels, cfg.idm_hidden, cfg.latent_dim)
+        # standardize each latent dim over the batch before the quantizer's bound: otherwise the
+        # small initial IDM outputs all round to FSQ's zero level and the latent starts unused
+        self.idm_norm = nn.BatchNorm1d(cfg.latent_dim, affine=False)
+        self.quantizer = build_quantizer(cfg.quantizer, cfg.latent_dim, cfg.fsq_levels, cfg.groups,
+                                         cfg.codebook_size)
+        self.fdm = FDM(cfg)
+
+    def encode(self, window_B3HWC: torch.Tensor):
+        """IDM + quantizer: returns ``(z, z_q, codes, aux_loss, stats)`` (see class docstring)."""
+        z = self.quantizer.bound(self.idm_norm(self.idm(to_float(window_B3HWC))))  # (B, L)
+        z_q, codes, aux, stats = self.quantizer(z.float())
+        return z, z_q, codes, aux, stats
+
+    def forward(self, window_B3HWC: torch.Tensor):
+        z, z_q, codes, aux, stats = self.encode(window_B3HWC)
+        x = to_float(window_B3HWC)  # (B, 9, H, W)
+        x = F.avg_pool2d(x, self.cfg.image_size // self.cfg.fdm_size)  # (B, 9, h, w) at fdm_size
+        pred = self.fdm(x[:, :6], z_q)
+        target = x[:, 6:]
+        fdm_loss = F.mse_loss(pred.float(), target)
+        stats = {**stats, "fdm_loss": fdm_loss.detach(),
+                 "copy_last_loss": F.mse_loss(x[:, 3:6], target).detach()}
+        out = {"z": z, "z_q": z_q, "codes": codes, "pred": pred, "target": target, "stats": stats}
+        return out, fdm_loss + aux
+
+
+# ----------------------------------------------------------------------------------------------
+# training
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LAMTrainConfig:
+    """Training of the latent action model (``lapo train-lam``)."""
+
+    steps: int = 3000
+    """Optimizer steps."""
+    batch_size: int = 64
+    """Transitions per step."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate (warmup then cosine decay)."""
+    warmup: int = 100
+    """Warmup steps."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    val_fraction: float = 0.05
+    """Fraction of episodes held out for validation and the probe's test set."""
+    probe_k: int = 256
+    """Labeled transitions for the diagnostic probe (0 = no probe). The probe never touches the
+    LAM's training; it reports how well latents predict true actions on held-out episodes."""
+    eval_every: int = 500
+    """Steps between validation passes."""
+    log_every: int = 50
+    """Steps between train scalars."""
+    seed: int = 0
+    """Seed for init, batch draws, split and probe subset."""
+    device: str = "auto"
+    """``auto`` (CUDA if present), ``cpu`` or ``cuda``."""
+    precision: str = "fp32"
+    """``fp32`` or ``bf16`` autocast."""
+    threads: int = 0
+    """torch CPU threads (0 = default)."""
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+
+
+@torch.no_grad()
+def encode_transitions(lam: LatentActionModel, ds, t, batch_size: int = 256, device=None):
+    """IDM latents for transitions ``t``: ``(z (M, L) float32, codes (M, G) int64)`` as numpy."""
+    from lapo.training import windows_tensor
+
+    device = device or next(lam.parameters()).device
+    zs, codes = [], []
+    for i in range(0, len(t), batch_size):
+        z, _, c, _, _ = lam.encode(windows_tensor(ds, t[i:i + batch_size], device))
+        zs.append(z.float().cpu().numpy())
+        codes.append(c.cpu().numpy())
+    return np.concatenate(zs), np.concatenate(codes)
+
+
+@torch.no_grad()
+def validate_lam(lam: LatentActionModel, ds, val_t, probe_subset=None, batch_size: int = 256,
+                 max_transitions: int = 2048) -> dict[str, float]:
+    """Validation metrics on held-out transitions: FDM loss, copy-last-frame loss, perplexity and,
+    when ``probe_subset`` (labeled transitions from training episodes) is given, the k-shot probe
+    accuracy of true actions against the majority-class baseline."""
+    from lapo.decoder import probe_accuracy
+    from lapo.training import windows_tensor
+
+    lam.eval()
+    device = next(lam.parameters()).device
+    val_t = val_t[np.linspace(0, len(val_t) - 1, min(len(val_t), max_transitions)).astype(int)]
+    totals = {"fdm_loss": 0.0, "copy_last_loss": 0.0}
+    zs, codes = [], []
+    for i in range(0, len(val_t), batch_size):
+        out, _ = lam(windows_tensor(ds, val_t[i:i + batch_size], device))
+        n = len(out["z"])
+        for key in totals:
+            totals[key] += float(out["stats"][key]) * n
+        zs.append(out["z"].float().cpu().numpy())
+        codes.append(out["codes"].cpu())
+    metrics = {k: v / len(val_t) for k, v in totals.items()}
+    metrics["perplexity"] = float(perplexity(torch.cat(codes), lam.quantizer.num_codes))
+    if probe_subset is not None and ds.has_actions:
+        train_z, _ = encode_transitions(lam, ds, probe_subset.indices, batch_size, device)
+        test_actions = np.asarray(ds.oracle_actions()[val_t])  # evaluation only
+        metrics.update(probe_accuracy(train_z, probe_subset.actions, np.concatenate(zs), test_actions,
+                                      int(max(probe_subset.actions.max(), test_actions.max()) + 1)))
+    lam.train()
+    return metrics
+
+
+def train_lam(dataset_dir, out_dir, model_cfg: LAMConfig | None = None,
+              train_cfg: LAMTrainConfig | None = None, log_dir=None):
+    """Train a :class:`LatentActionModel` on the frames of a dataset and save it to ``out_dir``.
+
+    Reads frames only (plus, when ``probe_k > 0`` and the dataset has actions, a seeded labeled
+    subset of ``probe_k`` transitions for the diagnostic probe, which does not affect training).
+
+    Returns:
+        (model, final validation metrics dict).
+
+    Raises:
+        FileNotFoundError / ValueError: from :class:`envs.dataset.EpisodeDataset` for a bad dataset;
+        ValueError: frames whose size differs from ``model_cfg.image_size``.
+    """
+    from tqdm import tqdm
+
+    from envs.dataset import EpisodeDataset
+    from lapo.checkpoint import save_checkpoint
+    from lapo.training import (Throughput, autocast, cosine_lr, pick_device, sample_indices,
+                               set_threads, summary_writer, windows_tensor)
+
+    model_cfg, train_cfg = model_cfg or LAMConfig(), train_cfg or LAMTrainConfig()
+    # --- build ---
+    ds = EpisodeDataset(dataset_dir)
+    if ds.frame_shape != (model_cfg.image_size, model_cfg.image_size, 3):
+        raise ValueError(f"{dataset_dir} has frames of shape {ds.frame_shape}; the LAM expects "
+                         f"({model_cfg.image_size}, {model_cfg.image_size}, 3): set image_size or "
+                         "re-import the video at that size")
+    set_threads(train_cfg.threads)
+    torch.manual_seed(train_cfg.seed)
+    rng = np.random.default_rng(train_cfg.seed)
+    device = pick_device(train_cfg.device)
+    train_t, val_t = ds.episode_split(train_cfg.val_fraction, train_cfg.seed)
+    if len(val_t) == 0:
+        val_t = train_t[-max(1, len(train_t) // 20):]
+    probe = None
+    if train_cfg.probe_k and ds.has_actions:
+        subset = ds.labeled_subset(min(train_cfg.probe_k, len(ds.transition_indices)), train_cfg.seed)
+        keep = ~np.isin(subset.indices, val_t)  # probe fits on training episodes only
+        probe = type(subset)(subset.indices[keep], subset.actions[keep], subset.seed)
+    lam = LatentActionModel(model_cfg).to(device)
+    opt = torch.optim.AdamW(lam.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    writer = summary_writer(log_dir)
+    # --- loop ---
+    meter, metrics = Throughput(), {}
+    bar = tqdm(range(train_cfg.steps), desc="train-lam", unit="step")
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = cosine_lr(step, train_cfg.steps, train_cfg.warmup, train_cfg.lr)
+        batch = windows_tensor(ds, sample_indices(rng, train_t, train_cfg.batch_size), device)
+        with autocast(device, train_cfg.precision):
+            out, loss = lam(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % train_cfg.log_every == 0 or step == train_cfg.steps - 1:
+            s = out["stats"]
+            bar.set_postfix(fdm=f"{float(s['fdm_loss']):.5f}", copy=f"{float(s['copy_last_loss']):.5f}",
+                            ppl=f"{float(s['perplexity']):.1f}")
+            if writer:
+                for key, value in s.items():
+                    writer.add_scalar(f"train/{key}", float(value), step)
+                writer.add_scalar("charts/learning_rate", opt.param_groups[0]["lr"], step)
+                writer.add_scalar("charts/SPS", meter.tick(train_cfg.batch_size * train_cfg.log_every), step)
+        if (step + 1) % train_cfg.eval_every == 0 or step == train_cfg.steps - 1:
+            metrics = validate_lam(lam, ds, val_t, probe)
+            if writer:
+                for key, value in metrics.items():
+                    writer.add_scalar(f"val/{key}", value, step)
+    if writer:
+        # top row: FDM predictions of o_{t+1}; bottom row: targets (both at fdm_size)
+        writer.add_images("train/fdm_prediction_vs_target",
+                          torch.cat([out["pred"][:8].float().clamp(0, 1), out["target"][:8]]), step)
+        writer.close()
+    # --- save ---
+    save_checkpoint(out_dir, "lam", model_cfg, lam, train_config=train_cfg, val_metrics=metrics,
+                    dataset=str(dataset_dir))
+    return lam, metrics
+
+
+def load_lam(path, device: str = "cpu") -> LatentActionModel:
+    """Rebuild a :class:`LatentActionModel` from ``config.json`` and load its weights.
+
+    Raises:
+        FileNotFoundError: missing files; ValueError: not a LAM checkpoint or mismatched weights.
+    """
+    from lapo.checkpoint import load_weights, read_config
+
+    meta = read_config(path, "lam")
+    lam = LatentActionModel(LAMConfig(**meta["config"]))
+    return load_weights(path, lam).to(device).eval()

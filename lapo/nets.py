@@ -1,0 +1,101 @@
+"""Small conv building blocks shared by the IDM, the FDM and the policies.
+
+All networks take float images in [0, 1], channels first; :func:`to_float` is the one place where
+uint8 pixels are scaled (``/ 255``).
+
+Dimension keys: B batch, T frames in a window, H W C image, F feature channels.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def to_float(frames_BTHWC: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, T, H, W, C)`` in [0, 255] -> float ``(B, T*C, H, W)`` in [0, 1] (frames stacked
+    on channels, oldest first)."""
+    B, T, H, W, C = frames_BTHWC.shape
+    x = frames_BTHWC.permute(0, 1, 4, 2, 3).reshape(B, T * C, H, W)  # (B, T*C, H, W)
+    return x.float() / 255.0
+
+
+def conv_block(c_in: int, c_out: int) -> nn.Sequential:
+    """4×4 stride-2 conv (halves H and W) + GroupNorm + SiLU."""
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 4, 2, 1), nn.GroupNorm(8, c_out), nn.SiLU())
+
+
+def up_block(c_in: int, c_out: int) -> nn.Sequential:
+    """4×4 stride-2 transposed conv (doubles H and W) + GroupNorm + SiLU."""
+    return nn.Sequential(nn.ConvTranspose2d(c_in, c_out, 4, 2, 1), nn.GroupNorm(8, c_out), nn.SiLU())
+
+
+class ConvEncoder(nn.Module):
+    """Stack of stride-2 conv blocks; returns every level's feature map (for U-Net skips).
+
+    Args:
+        in_channels: input channels (3 per frame).
+        widths: output channels of each level; level i has spatial size H / 2**(i+1).
+    """
+
+    def __init__(self, in_channels: int, widths: tuple[int, ...]):
+        super().__init__()
+        chans = (in_channels,) + tuple(widths)
+        self.blocks = nn.ModuleList(conv_block(a, b) for a, b in zip(chans[:-1], chans[1:]))
+
+    def forward(self, x_BCHW: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for block in self.blocks:
+            x_BCHW = block(x_BCHW)
+            feats.append(x_BCHW)
+        return feats
+
+
+class NatureCNN(nn.Module):
+    """DQN's Nature CNN (Mnih et al. 2015): 8×8/4, 4×4/2, 3×3/1 convs + MLP.
+    ``(B, C, 64, 64)`` float -> ``(B, out_dim)``. About 6M multiply-adds per 64×64 sample, the
+    cheapest encoder that plays Procgen well on a CPU.
+
+    Args:
+        in_channels: input channels (3 per stacked frame).
+        image_size: H = W of the input.
+        channels: the three conv widths.
+        hidden: MLP hidden width.
+        out_dim: output features.
+    """
+
+    def __init__(self, in_channels: int, image_size: int, channels: tuple[int, int, int], hidden: int,
+                 out_dim: int):
+        super().__init__()
+        c1, c2, c3 = channels
+        self.convs = nn.Sequential(
+            nn.Conv2d(in_channels, c1, 8, 4), nn.ReLU(), nn.Conv2d(c1, c2, 4, 2), nn.ReLU(),
+            nn.Conv2d(c2, c3, 3, 1), nn.ReLU(), nn.Flatten())
+        with torch.no_grad():
+            n_flat = self.convs(torch.zeros(1, in_channels, image_size, image_size)).shape[1]
+        self.head = nn.Sequential(nn.Linear(n_flat, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+
+    def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        return self.head(self.convs(x_BCHW))
+
+
+class ImageToVector(nn.Module):
+    """Conv encoder + flatten + MLP: ``(B, C, H, W)`` float -> ``(B, out_dim)``.
+
+    Args:
+        in_channels: input channels.
+        image_size: H = W of the input (a power of two times 4).
+        widths: conv channels per stride-2 level.
+        hidden: MLP hidden width.
+        out_dim: output features.
+    """
+
+    def __init__(self, in_channels: int, image_size: int, widths: tuple[int, ...], hidden: int, out_dim: int):
+        super().__init__()
+        self.encoder = ConvEncoder(in_channels, widths)
+        side = image_size // 2 ** len(widths)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1] * side * side, hidden), nn.SiLU(),
+                                  nn.Linear(hidden, out_dim))
+
+    def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x_BCHW)[-1])

@@ -1,0 +1,40 @@
+"""The ``lapo`` command: one tyro subcommand per pipeline stage (see each module's docstring)."""
+
+from __future__ import annotations
+
+import sys
+
+import tyro
+
+from envs.collect import CollectConfig
+from envs.demonstrator import TrainExpertConfig
+from lapo.pipeline import QuickstartConfig
+from scripts import collect, evaluate, fit_head, label, quickstart, train_expert, train_lam, train_policy
+
+COMMANDS = {
+    "train-expert": (TrainExpertConfig, train_expert.main, "train a PPO demonstrator (resumable)"),
+    "collect": (CollectConfig, collect.main, "record demonstrator video into a dataset"),
+    "train-lam": (train_lam.Args, train_lam.main, "train the latent action model on frames only"),
+    "label": (label.Args, label.main, "label a dataset's transitions with latent actions"),
+    "train-policy": (train_policy.Args, train_policy.main, "latent behaviour cloning"),
+    "fit-head": (fit_head.Args, fit_head.main, "fit the k-shot action head -> agent"),
+    "evaluate": (evaluate.Args, evaluate.main, "returns on unseen levels"),
+    "quickstart": (QuickstartConfig, quickstart.main, "the whole pipeline on CoinRun"),
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Dispatch ``lapo NAME [flags]`` to the stage's tyro CLI."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] not in COMMANDS:
+        print("usage: lapo {" + ",".join(COMMANDS) + "} [--help]\n")
+        for n, (_, _, doc) in COMMANDS.items():
+            print(f"  {n:<14} {doc}")
+        raise SystemExit(0 if args and args[0] in ("-h", "--help") else 2)
+    name = args[0]
+    cls, fn, doc = COMMANDS[name]
+    fn(tyro.cli(cls, args=args[1:], prog=f"lapo {name}", description=doc))
+
+
+if __name__ == "__main__":
+    main()

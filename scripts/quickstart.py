@@ -1,0 +1,19 @@
+"""``lapo quickstart`` (= ``make quickstart``): the whole pipeline on CoinRun, printing the table.
+
+    lapo quickstart                      # ~15 min on 2 CPU cores
+    lapo quickstart --run-dir runs/qs2 --k 64
+"""
+
+from __future__ import annotations
+
+import tyro
+
+from lapo.pipeline import QuickstartConfig, run_quickstart
+
+
+def main(cfg: QuickstartConfig) -> dict:
+    return run_quickstart(cfg)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(QuickstartConfig))
