@@ -84,7 +84,7 @@ class TrainExpertConfig:
                              f"of batch_size = {self.batch_size}")
 
 
-def _policy_spaces():
+def policy_spaces():
     # SB3 wraps channel-last images in VecTransposeImage, so the policy itself sees (3, 64, 64).
     return gym.spaces.Box(0, 255, (3, 64, 64), np.uint8), gym.spaces.Discrete(N_ACTIONS)
 
@@ -175,7 +175,7 @@ class Demonstrator:
         config = json.loads((path / "config.json").read_text())
         if config.get("kind") != "demonstrator":
             raise ValueError(f"{path} holds a {config.get('kind')!r} checkpoint, not a demonstrator")
-        obs_space, act_space = _policy_spaces()
+        obs_space, act_space = policy_spaces()
         policy = ActorCriticCnnPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0)
         load_model(policy, path / "model.safetensors")  # strict: a mismatched file raises
         return cls(policy, config)

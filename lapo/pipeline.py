@@ -50,6 +50,8 @@ class QuickstartConfig:
     """BC on the k labeled transitions (baseline)."""
     head: ActionHeadConfig = field(default_factory=ActionHeadConfig)
     """k-shot action head (latent_dim is taken from the LAM)."""
+    compare_idm_head: bool = True
+    """Also evaluate a head fitted on IDM latents (LAPO's decoder input) as an extra table row."""
     overwrite: bool = False
     """Reuse nothing: re-collect and retrain even if run_dir holds earlier outputs."""
     threads: int = 0
@@ -77,7 +79,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     from envs.demonstrator import Demonstrator, shipped_demonstrator
     from lapo.agent import Agent
     from lapo.checkpoint import save_checkpoint
-    from lapo.decoder import fit_action_head
+    from lapo.decoder import fit_action_head, policy_latents
     from lapo.evaluate import evaluate, normalized_return, random_act, save_gif
     from lapo.io import atomic_write_text
     from lapo.label import Labels, label_dataset
@@ -125,9 +127,12 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     subset = ds.labeled_subset(cfg.k, cfg.seed)
     n_actions = int(ds.meta.get("n_actions", 15))
     head_cfg = dataclasses.replace(cfg.head, latent_dim=cfg.lam.latent_dim, n_actions=n_actions)
-    head = fit_action_head(np.asarray(labels.latents[subset.indices]), subset.actions, head_cfg, cfg.seed)
-    agent = Agent(policy, head)
-    agent_dir = agent.save_pretrained(run / "agent", k=cfg.k, labeled_indices_seed=cfg.seed, lam=str(lam_dir))
+    agent = Agent(policy, fit_action_head(policy_latents(policy, ds.frames, subset.indices), subset.actions,
+                                          head_cfg, cfg.seed))
+    agent_dir = agent.save_pretrained(run / "agent", k=cfg.k, labeled_indices_seed=cfg.seed, lam=str(lam_dir),
+                                      head_input="policy")
+    idm_agent = Agent(policy, fit_action_head(np.asarray(labels.latents[subset.indices]), subset.actions,
+                                              head_cfg, cfg.seed))
     lap("fit_head")
     # --- baseline: BC on the same k labeled transitions ---
     bc_cfg = dataclasses.replace(cfg.policy, out_dim=n_actions)
@@ -146,6 +151,9 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         f"BC on k={cfg.k} labels": evaluate(bc.act, desc="eval bc", **ev),
         f"latent policy + k-shot head (k={cfg.k})": evaluate(agent.act, record=True, desc="eval ours", **ev),
     }
+    if cfg.compare_idm_head:
+        results[f"latent policy + k-shot head on IDM latents (k={cfg.k})"] = evaluate(
+            idm_agent.act, desc="eval ours (IDM-latent head)", **ev)
     lap("evaluate")
     r_rand, r_demo = results["random"].mean, results["demonstrator"].mean
     table = [{"method": name, **res.summary(), "normalized_return": normalized_return(res.mean, r_rand, r_demo)}

@@ -15,7 +15,7 @@ import tyro
 from envs.dataset import EpisodeDataset
 from lapo.agent import Agent
 from lapo.checkpoint import load_weights, read_config
-from lapo.decoder import ActionHeadConfig, fit_action_head
+from lapo.decoder import ActionHeadConfig, fit_action_head, policy_latents
 from lapo.label import Labels
 from lapo.policy import Policy, PolicyConfig
 
@@ -36,6 +36,13 @@ class Args:
     """Agent directory."""
     head: ActionHeadConfig = field(default_factory=ActionHeadConfig)
     """Head (latent_dim and n_actions are set from the data)."""
+    head_input: str = "policy"
+    """Latents the head is fitted on: ``policy`` (π(o_t), what it sees when acting) or ``idm``
+    (the IDM's latent of each labeled transition, LAPO's decoder)."""
+
+    def __post_init__(self):
+        if self.head_input not in ("policy", "idm"):
+            raise ValueError(f"head_input {self.head_input!r}: choose 'policy' or 'idm'")
 
 
 def main(args: Args) -> None:
@@ -45,8 +52,11 @@ def main(args: Args) -> None:
     subset = ds.labeled_subset(args.k, args.seed)
     cfg = dataclasses.replace(args.head, latent_dim=int(labels.meta["latent_dim"]),
                               n_actions=int(ds.meta.get("n_actions", 15)))
-    head = fit_action_head(np.asarray(labels.latents[subset.indices]), subset.actions, cfg, args.seed)
-    print(f"wrote {Agent(policy, head).save_pretrained(args.out, k=args.k, labeled_indices_seed=args.seed)}")
+    latents = (policy_latents(policy, ds.frames, subset.indices) if args.head_input == "policy"
+               else np.asarray(labels.latents[subset.indices]))
+    head = fit_action_head(latents, subset.actions, cfg, args.seed)
+    agent = Agent(policy, head)
+    print(f"wrote {agent.save_pretrained(args.out, k=args.k, labeled_indices_seed=args.seed, head_input=args.head_input)}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,93 @@
+"""End-to-end CLI smoke runs through subprocess with tiny sizes, and CLI-level bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+TINY_LAM = ["--model.idm-channels", "8", "8", "8", "--model.idm-hidden", "16", "--model.widths", "8", "8", "8",
+            "--model.latent-dim", "4"]
+TINY_POLICY = ["--policy.channels", "8", "8", "8", "--policy.hidden", "16"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def lapo(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "scripts.cli", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"lapo {' '.join(map(str, args))} failed:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def random_video(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "data"
+    lapo("collect", "--policy", "random", "--num-frames", "300", "--num-envs", "8", "--out", out)
+    return out
+
+
+def test_stage_by_stage_pipeline(random_video, tmp_path):
+    lam, policy, agent = tmp_path / "lam", tmp_path / "policy", tmp_path / "agent"
+    lapo("train-lam", "--dataset", random_video, "--out", lam, *TINY_LAM, "--train.steps", "4",
+         "--train.batch-size", "8", "--train.probe-k", "16", "--train.eval-every", "4")
+    lapo("label", "--lam", lam, "--dataset", random_video, "--out", tmp_path / "labels")
+    lapo("train-policy", "--dataset", random_video, "--labels", tmp_path / "labels", "--out", policy,
+         *TINY_POLICY, "--train.steps", "3", "--train.batch-size", "8")
+    lapo("fit-head", "--policy", policy, "--dataset", random_video, "--labels", tmp_path / "labels",
+         "--k", "16", "--out", agent, "--head.steps", "5", "--head-input", "idm")
+    out = lapo("evaluate", "--agent", agent, "--episodes", "2")
+    assert json.loads(out.stdout[out.stdout.index("{"):])["episodes"] == 2
+    config = json.loads((agent / "config.json").read_text())
+    assert config["k"] == 16 and config["head_input"] == "idm"
+
+
+def test_bad_k_fails_with_the_numbers_and_writes_nothing(random_video, tmp_path):
+    lam = tmp_path / "lam"
+    lapo("train-lam", "--dataset", random_video, "--out", lam, *TINY_LAM, "--train.steps", "1",
+         "--train.batch-size", "4", "--train.probe-k", "0")
+    lapo("label", "--lam", lam, "--dataset", random_video, "--out", tmp_path / "labels")
+    lapo("train-policy", "--dataset", random_video, "--labels", tmp_path / "labels", "--out", tmp_path / "p",
+         *TINY_POLICY, "--train.steps", "1", "--train.batch-size", "4")
+    proc = lapo("fit-head", "--policy", tmp_path / "p", "--dataset", random_video, "--labels", tmp_path / "labels",
+                "--k", "10000000", "--out", tmp_path / "agent", check=False)
+    assert proc.returncode != 0 and "k=10000000" in proc.stderr
+    assert not (tmp_path / "agent").exists()
+
+
+def test_unknown_game_is_named(tmp_path):
+    proc = lapo("collect", "--env-name", "coinrunn", "--out", tmp_path / "d", check=False)
+    assert proc.returncode != 0 and "unknown Procgen game 'coinrunn'" in proc.stderr
+    assert not (tmp_path / "d").exists()
+
+
+def test_quickstart_tiny_writes_table_checkpoints_and_gif(random_video, tmp_path):
+    from stable_baselines3.common.policies import ActorCriticCnnPolicy
+
+    from envs.demonstrator import Demonstrator, policy_spaces
+
+    obs_space, act_space = policy_spaces()
+    Demonstrator(ActorCriticCnnPolicy(obs_space, act_space, lambda _: 0.0),
+                 {"kind": "demonstrator", "env_name": "coinrun"}).save_pretrained(tmp_path / "demo")
+    run = tmp_path / "run"
+    run.mkdir()
+    os.symlink(random_video, run / "dataset")  # reuse the collected video
+    lapo("quickstart", "--run-dir", run, "--k", "16", "--eval-episodes", "3", "--threads", "1",
+         "--collect.demonstrator", tmp_path / "demo",
+         *[a.replace("--model.", "--lam.") for a in TINY_LAM], "--lam-train.steps", "3",
+         "--lam-train.batch-size", "8", "--lam-train.probe-k", "16",
+         *TINY_POLICY, "--policy-train.steps", "3",
+         "--policy-train.batch-size", "8", "--bc-train.steps", "3", "--bc-train.batch-size", "8", "--head.steps", "5")
+    results = json.loads((run / "results.json").read_text())
+    methods = [row["method"] for row in results["table"]]
+    assert methods == ["random", "demonstrator", "BC on k=16 labels", "latent policy + k-shot head (k=16)",
+                       "latent policy + k-shot head on IDM latents (k=16)"]
+    random_norm = results["table"][0]["normalized_return"]
+    assert random_norm == 0.0 or math.isnan(random_norm)  # NaN only if random and demonstrator tie
+    for key in ("lam", "policy", "agent"):
+        assert (run / os.path.basename(results["checkpoints"][key]) / "model.safetensors").is_file()
+    assert (run / "agent.gif").is_file() and results["timings_s"]["total"] > 0
