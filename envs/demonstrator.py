@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -28,6 +28,7 @@ from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
 from envs.procgen import N_ACTIONS, TRAIN_NUM_LEVELS, TRAIN_START_LEVEL, ProcgenVecEnv, check_game
+from lapo.checkpoint import jsonable
 from lapo.io import atomic_dir
 
 SHIPPED_DIR = Path(__file__).parent / "demonstrators"
@@ -190,20 +191,16 @@ class Demonstrator:
     @torch.no_grad()
     def act(self, obs_NHWC: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions ``(N,)`` int64 for frames ``(N, 64, 64, 3)`` uint8."""
-        x = torch.as_tensor(obs_NHWC).permute(0, 3, 1, 2)  # (N, C, H, W) uint8; the policy scales /255
-        dist = self.policy.get_distribution(self.policy.obs_to_tensor(x.numpy())[0])
+        obs, _ = self.policy.obs_to_tensor(np.asarray(obs_NHWC))  # transposes to (N, C, H, W)
+        dist = self.policy.get_distribution(obs)  # the policy scales pixels by 1/255
         return dist.get_actions(deterministic=deterministic).numpy().astype(np.int64)
 
     @classmethod
     def from_sb3(cls, model, cfg: TrainExpertConfig) -> "Demonstrator":
         config = {"kind": "demonstrator", "algo": "sb3-ppo", "policy": "CnnPolicy (Nature CNN)",
                   "env_name": cfg.env_name, "distribution_mode": cfg.distribution_mode,
-                  "env_steps": int(model.num_timesteps), "train_config": _jsonable(asdict(cfg))}
+                  "env_steps": int(model.num_timesteps), "train_config": jsonable(cfg)}
         return cls(model.policy, config)
-
-
-def _jsonable(d: dict) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
 
 
 def shipped_demonstrator(env_name: str) -> Path:

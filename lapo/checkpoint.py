@@ -18,13 +18,14 @@ from safetensors.torch import load_model, save_model
 from lapo.io import atomic_dir
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Dataclasses, paths and tuples as JSON-ready dicts, strings and lists."""
     if dataclasses.is_dataclass(value):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
+        return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, Path):
         return str(value)
     return value
@@ -34,7 +35,7 @@ def save_checkpoint(path: str | os.PathLike, kind: str, config: Any, model: nn.M
     """Atomically write ``config.json`` (kind, dataclass config, extra) + ``model.safetensors``."""
     with atomic_dir(path) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
-        meta = {"kind": kind, "config": _jsonable(config), **_jsonable(extra)}
+        meta = {"kind": kind, "config": jsonable(config), **jsonable(extra)}
         (tmp / "config.json").write_text(json.dumps(meta, indent=2))
     return Path(path)
 

@@ -11,7 +11,10 @@ The IDM is a Nature CNN over the three full-resolution frames stacked on channel
 small U-Net that predicts the residual ``o_{t+1} - o_t`` (so it starts at the copy-last-frame
 baseline, which every log reports beside the FDM loss) at ``fdm_size`` pixels (frames are
 average-pooled to it): on a 2-core CPU a 32×32 FDM trains ~5× faster than a 64×64 one, and camera
-and agent motion stay visible at that size.
+and agent motion stay visible at that size. The quantized latent enters the FDM only through
+per-channel FiLM (scale, shift) at every U-Net level: a latent that could be decoded into a spatial
+map learned to encode *where* things end up instead of the action (measured on a synthetic
+moving-square task: probe accuracy 0.42 with a spatial map, 1.00 with FiLM only).
 
 Dimension keys: B batch, T=3 window frames, H W C image, L latent dim, G groups.
 """
@@ -21,13 +24,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from lapo.nets import ConvEncoder, NatureCNN, to_float, up_block
-from lapo.vq import perplexity, build_quantizer
+from lapo.vq import build_quantizer, perplexity
 
 
 @dataclass
@@ -106,8 +108,8 @@ class LatentActionModel(nn.Module):
     ``forward(window_B3HWC)`` takes uint8 windows ``(B, 3, H, W, C)`` = ``(o_{t-1}, o_t, o_{t+1})``
     and returns ``(out, loss)``: ``out`` holds ``z`` (B, L) the continuous pre-quantization latent,
     ``z_q`` (B, L), ``codes`` (B, G) int64, ``pred`` and ``target`` (B, 3, h, w) at ``fdm_size`` in
-    [0, 1] units, and
-    ``stats`` (perplexity); ``loss`` is the FDM MSE plus the quantizer's auxiliary loss.
+    [0, 1] units, and ``stats`` (perplexity, fdm_loss, copy_last_loss); ``loss`` is the FDM MSE
+    plus the quantizer's auxiliary loss.
     """
 
     def __init__(self, cfg: LAMConfig):
@@ -247,7 +249,7 @@ def train_lam(dataset_dir, out_dir, model_cfg: LAMConfig | None = None,
     from tqdm import tqdm
 
     from envs.dataset import EpisodeDataset
-    from lapo.checkpoint import save_checkpoint
+    from lapo.checkpoint import jsonable, save_checkpoint
     from lapo.training import (Throughput, autocast, cosine_lr, pick_device, sample_indices,
                                set_threads, summary_writer, windows_tensor)
 
@@ -273,6 +275,9 @@ def train_lam(dataset_dir, out_dir, model_cfg: LAMConfig | None = None,
     lam = LatentActionModel(model_cfg).to(device)
     opt = torch.optim.AdamW(lam.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     writer = summary_writer(log_dir)
+    if writer:
+        rows = [f"|{k}|{v}|" for k, v in {**jsonable(model_cfg), **jsonable(train_cfg)}.items()]
+        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(rows))
     # --- loop ---
     meter, metrics = Throughput(), {}
     bar = tqdm(range(train_cfg.steps), desc="train-lam", unit="step")

@@ -77,25 +77,3 @@ class NatureCNN(nn.Module):
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
         return self.head(self.convs(x_BCHW))
-
-
-class ImageToVector(nn.Module):
-    """Conv encoder + flatten + MLP: ``(B, C, H, W)`` float -> ``(B, out_dim)``.
-
-    Args:
-        in_channels: input channels.
-        image_size: H = W of the input (a power of two times 4).
-        widths: conv channels per stride-2 level.
-        hidden: MLP hidden width.
-        out_dim: output features.
-    """
-
-    def __init__(self, in_channels: int, image_size: int, widths: tuple[int, ...], hidden: int, out_dim: int):
-        super().__init__()
-        self.encoder = ConvEncoder(in_channels, widths)
-        side = image_size // 2 ** len(widths)
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(widths[-1] * side * side, hidden), nn.SiLU(),
-                                  nn.Linear(hidden, out_dim))
-
-    def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x_BCHW)[-1])

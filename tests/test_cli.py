@@ -91,3 +91,15 @@ def test_quickstart_tiny_writes_table_checkpoints_and_gif(random_video, tmp_path
     for key in ("lam", "policy", "agent"):
         assert (run / os.path.basename(results["checkpoints"][key]) / "model.safetensors").is_file()
     assert (run / "agent.gif").is_file() and results["timings_s"]["total"] > 0
+
+
+def test_readme_python_example_imports_resolve():
+    """The README's example must use names the packages really export."""
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+    block = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    imports = "\n".join(line for line in block.splitlines() if line.startswith(("from ", "import ")))
+    assert imports.count("import") >= 3
+    exec(compile(imports, "README.md", "exec"), {})

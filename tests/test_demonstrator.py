@@ -1,0 +1,74 @@
+"""Demonstrators: exact save/load as safetensors, the shipped CoinRun checkpoint, resume checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from stable_baselines3.common.policies import ActorCriticCnnPolicy
+
+from envs.demonstrator import SHIPPED_DIR, Demonstrator, TrainExpertConfig, policy_spaces, shipped_demonstrator
+
+
+def fresh_demonstrator() -> Demonstrator:
+    torch.manual_seed(0)
+    obs_space, act_space = policy_spaces()
+    return Demonstrator(ActorCriticCnnPolicy(obs_space, act_space, lambda _: 0.0),
+                        {"kind": "demonstrator", "env_name": "coinrun"})
+
+
+def test_save_load_roundtrip_is_exact(tmp_path):
+    demo = fresh_demonstrator()
+    demo.save_pretrained(tmp_path / "demo", evaluation={"mean_return": 1.0})
+    loaded = Demonstrator.from_pretrained(tmp_path / "demo")
+    obs = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    for a, b in zip(demo.policy.state_dict().values(), loaded.policy.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    np.testing.assert_array_equal(demo.act(obs, deterministic=True), loaded.act(obs, deterministic=True))
+    assert loaded.config["evaluation"]["mean_return"] == 1.0
+    assert not any(p.suffix in (".pkl", ".zip") for p in (tmp_path / "demo").iterdir())  # weights are data
+
+
+def test_missing_files_and_wrong_kind_are_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="lapo train-expert"):
+        Demonstrator.from_pretrained(tmp_path)
+    fresh_demonstrator().save_pretrained(tmp_path / "d")
+    config = json.loads((tmp_path / "d" / "config.json").read_text())
+    (tmp_path / "d" / "config.json").write_text(json.dumps({**config, "kind": "agent"}))
+    with pytest.raises(ValueError, match="not a demonstrator"):
+        Demonstrator.from_pretrained(tmp_path / "d")
+
+
+def test_no_shipped_demonstrator_for_a_game_says_how_to_train_one():
+    with pytest.raises(FileNotFoundError, match="lapo train-expert --env-name bigfish"):
+        shipped_demonstrator("bigfish")
+
+
+def test_shipped_coinrun_demonstrator_loads_and_records_its_score():
+    path = shipped_demonstrator("coinrun")
+    assert path == SHIPPED_DIR / "coinrun"
+    demo = Demonstrator.from_pretrained(path)
+    assert demo.config["evaluation"]["episodes"] >= 100 and "command" in demo.config
+    assert sum(f.stat().st_size for f in path.iterdir()) <= 5 * 2**20
+    actions = demo.act(np.zeros((2, 64, 64, 3), np.uint8))
+    assert actions.shape == (2,) and ((0 <= actions) & (actions < 15)).all()
+
+
+def test_batch_size_must_divide_the_rollout():
+    with pytest.raises(ValueError, match="multiple of batch_size"):
+        TrainExpertConfig(num_envs=3, n_steps=5, batch_size=4)
+
+
+def test_train_expert_resumes_from_its_checkpoint(tmp_path):
+    import dataclasses
+
+    from envs.demonstrator import CHECKPOINT_NAME, train_demonstrator
+
+    cfg = TrainExpertConfig(total_timesteps=64, num_envs=4, n_steps=16, batch_size=32, n_epochs=1,
+                            run_dir=tmp_path / "run", save_every=64, out=tmp_path / "out", threads=1)
+    assert train_demonstrator(cfg).num_timesteps == 64
+    assert (tmp_path / "run" / CHECKPOINT_NAME).is_file()
+    resumed = train_demonstrator(dataclasses.replace(cfg, total_timesteps=128))
+    assert resumed.num_timesteps == 128  # continued from 64, not restarted
