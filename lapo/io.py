@@ -24,6 +24,9 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True):
                               "another output path")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the result should look like any mkdir
     try:
         yield tmp
     except BaseException:

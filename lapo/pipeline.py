@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from envs.collect import CollectConfig
+from envs.procgen import EVAL_NUM_LEVELS, EVAL_START_LEVEL
 from lapo.decoder import ActionHeadConfig
 from lapo.lam import LAMConfig, LAMTrainConfig
 from lapo.policy import PolicyConfig, PolicyTrainConfig
@@ -165,8 +166,10 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
                         "bc_k": str(bc_dir), "demonstrator": str(demo_dir)},
         "dataset": {"path": str(data_dir), "frames": len(ds), "episodes": ds.num_episodes},
         "lam_val": lam_metrics, "timings_s": {**timings, "total": round(sum(timings.values()), 1)},
-        "eval_levels": {"start_level": int(min(r.level_seeds.min() for r in results.values())),
-                        "episodes": cfg.eval_episodes},
+        "eval_levels": {"range": [EVAL_START_LEVEL, EVAL_START_LEVEL + EVAL_NUM_LEVELS],
+                        "level_seeds": results["random"].level_seeds.tolist(),
+                        "same_levels_for_every_agent": all(
+                            np.array_equal(r.level_seeds, results["random"].level_seeds) for r in results.values())},
         "gif": str(gif), "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str)),
     }
     atomic_write_text(run / "results.json", json.dumps(out, indent=2))

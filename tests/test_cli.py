@@ -91,6 +91,8 @@ def test_quickstart_tiny_writes_table_checkpoints_and_gif(random_video, tmp_path
     for key in ("lam", "policy", "agent"):
         assert (run / os.path.basename(results["checkpoints"][key]) / "model.safetensors").is_file()
     assert (run / "agent.gif").is_file() and results["timings_s"]["total"] > 0
+    assert results["eval_levels"]["same_levels_for_every_agent"]
+    assert all(s >= 1_000_000 for s in results["eval_levels"]["level_seeds"])  # unseen-level range
 
 
 def test_readme_python_example_imports_resolve():
