@@ -1,6 +1,6 @@
 """``lapo quickstart`` (= ``make quickstart``): the whole pipeline on CoinRun, printing the table.
 
-    lapo quickstart                      # ~15 min on 2 CPU cores
+    lapo quickstart                      # ~10 min on 2 CPU cores
     lapo quickstart --run-dir runs/qs2 --k 64
 """
 
