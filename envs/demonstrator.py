@@ -28,7 +28,7 @@ from safetensors.torch import load_model, save_model
 from tqdm import tqdm
 
 from envs.procgen import N_ACTIONS, TRAIN_NUM_LEVELS, TRAIN_START_LEVEL, ProcgenVecEnv, check_game
-from lapo.checkpoint import jsonable
+from lapo.checkpoint import jsonable, read_config
 from lapo.io import atomic_dir
 
 SHIPPED_DIR = Path(__file__).parent / "demonstrators"
@@ -169,13 +169,7 @@ class Demonstrator:
         from stable_baselines3.common.policies import ActorCriticCnnPolicy
 
         path = Path(path)
-        for name in ("config.json", "model.safetensors"):
-            if not (path / name).is_file():
-                raise FileNotFoundError(f"{path / name} not found: a demonstrator directory needs "
-                                        "config.json and model.safetensors (see `lapo train-expert`)")
-        config = json.loads((path / "config.json").read_text())
-        if config.get("kind") != "demonstrator":
-            raise ValueError(f"{path} holds a {config.get('kind')!r} checkpoint, not a demonstrator")
+        config = read_config(path, "demonstrator")  # train one with `lapo train-expert`
         obs_space, act_space = policy_spaces()
         policy = ActorCriticCnnPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0)
         load_model(policy, path / "model.safetensors")  # strict: a mismatched file raises

@@ -32,12 +32,12 @@ def test_save_load_roundtrip_is_exact(tmp_path):
 
 
 def test_missing_files_and_wrong_kind_are_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="lapo train-expert"):
+    with pytest.raises(FileNotFoundError, match="not a demonstrator checkpoint"):
         Demonstrator.from_pretrained(tmp_path)
     fresh_demonstrator().save_pretrained(tmp_path / "d")
     config = json.loads((tmp_path / "d" / "config.json").read_text())
     (tmp_path / "d" / "config.json").write_text(json.dumps({**config, "kind": "agent"}))
-    with pytest.raises(ValueError, match="not a demonstrator"):
+    with pytest.raises(ValueError, match="'agent' checkpoint, but a 'demonstrator'"):
         Demonstrator.from_pretrained(tmp_path / "d")
 
 
