@@ -79,7 +79,8 @@ def collect(cfg: CollectConfig) -> Path:
     meta = {"source": {"kind": "procgen", "env_name": cfg.env_name,
                        "distribution_mode": cfg.distribution_mode, "start_level": cfg.start_level,
                        "num_levels": cfg.num_levels}, "fps": 15, "collector": collector,
-            "n_actions": int(env.action_space.n)}
+            "n_actions": int(env.action_space.n),
+            "collect_config": collect_record(cfg)}
     frames = [[] for _ in range(cfg.num_envs)]
     actions = [[] for _ in range(cfg.num_envs)]
     rewards = [[] for _ in range(cfg.num_envs)]
@@ -103,3 +104,12 @@ def collect(cfg: CollectConfig) -> Path:
     return Path(cfg.out)
 
 
+def collect_record(cfg: CollectConfig) -> dict:
+    """The fields of ``cfg`` that determine the video (not where it is written), as stored in
+    ``meta.json["collect_config"]``; a random collector's demonstrator field is irrelevant."""
+    from lapo.checkpoint import jsonable
+
+    record = {k: v for k, v in jsonable(cfg).items() if k not in ("out", "overwrite")}
+    if cfg.policy == "random":
+        record.pop("demonstrator")
+    return record

@@ -36,7 +36,8 @@ class QuickstartConfig:
     eval_episodes: int = 200
     """Episodes per agent on unseen levels (each agent plays the same levels)."""
     seed: int = 0
-    """Seed for the labeled-subset draw, training and evaluation."""
+    """Seeds the labeled-subset draw, evaluation levels, and LAM/policy training (it overrides the
+    ``seed`` of ``lam_train``, ``policy_train`` and ``bc_train``; the video has ``collect.seed``)."""
     collect: CollectConfig = field(default_factory=lambda: CollectConfig(out=Path("dataset"), num_frames=100_000))
     """Video collection (``out`` is relative to run_dir)."""
     lam: LAMConfig = field(default_factory=LAMConfig)
@@ -68,8 +69,8 @@ class QuickstartConfig:
 def run_quickstart(cfg: QuickstartConfig) -> dict:
     """Run the pipeline; returns the results dict also written to ``run_dir/results.json``.
 
-    An existing dataset in ``run_dir`` is reused unless ``overwrite`` (collection is the only
-    stage whose output does not depend on later settings).
+    An existing dataset in ``run_dir`` is reused when it was collected with the same collect
+    config (and ``overwrite`` is off); every other stage always reruns.
     """
     import dataclasses
 
@@ -105,13 +106,15 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     demo_dir = cfg.collect.demonstrator or shipped_demonstrator(env_name)
     # --- collect ---
     data_dir = run / cfg.collect.out
-    if cfg.overwrite or not (data_dir / "meta.json").is_file():
-        collect(dataclasses.replace(cfg.collect, out=data_dir, demonstrator=demo_dir, overwrite=True))
+    collect_cfg = dataclasses.replace(cfg.collect, out=data_dir, demonstrator=demo_dir, overwrite=True)
+    if cfg.overwrite or not same_collection(data_dir, collect_cfg):
+        collect(collect_cfg)
     ds = EpisodeDataset(data_dir)
     lap("collect")
     # --- train LAM (frames only) ---
     lam_dir = run / "lam"
-    lam, lam_metrics = train_lam(data_dir, lam_dir, cfg.lam, cfg.lam_train, log_dir=run / "tb" / "lam")
+    _, lam_metrics = train_lam(data_dir, lam_dir, cfg.lam, dataclasses.replace(cfg.lam_train, seed=cfg.seed),
+                               log_dir=run / "tb" / "lam")
     lap("train_lam")
     # --- label ---
     labels = Labels(label_dataset(lam_dir, data_dir, run / "labels", overwrite=True))
@@ -121,7 +124,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     t_all = np.flatnonzero(labels.valid)
     latent_cfg = dataclasses.replace(cfg.policy, out_dim=cfg.lam.latent_dim)
     policy = train_policy(ds.frames, t_all, np.asarray(labels.latents[t_all]), latent_cfg,
-                          cfg.policy_train, loss="mse", writer=writer, tag="latent_policy")
+                          dataclasses.replace(cfg.policy_train, seed=cfg.seed), loss="mse", writer=writer,
+                          tag="latent_policy")
     policy_dir = save_checkpoint(run / "policy", "policy", latent_cfg, policy, lam=str(lam_dir))
     lap("latent_bc")
     # --- k-shot head: the only true actions the learned agents see ---
@@ -137,7 +141,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     lap("fit_head")
     # --- baseline: BC on the same k labeled transitions ---
     bc_cfg = dataclasses.replace(cfg.policy, out_dim=n_actions)
-    bc = Agent(train_policy(ds.frames, subset.indices, subset.actions, bc_cfg, cfg.bc_train, loss="ce",
+    bc = Agent(train_policy(ds.frames, subset.indices, subset.actions, bc_cfg,
+                            dataclasses.replace(cfg.bc_train, seed=cfg.seed), loss="ce",
                             writer=writer, tag="bc_k"))
     bc_dir = bc.save_pretrained(run / "bc_k", k=cfg.k)
     writer.close()
@@ -159,6 +164,12 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     r_rand, r_demo = results["random"].mean, results["demonstrator"].mean
     table = [{"method": name, **res.summary(), "normalized_return": normalized_return(res.mean, r_rand, r_demo)}
              for name, res in results.items()]
+    writer = summary_writer(run / "tb" / "eval")
+    for row in table:
+        slug = "".join(c if c.isalnum() else "_" for c in row["method"]).strip("_")
+        writer.add_scalar(f"eval/{slug}/mean_return", row["mean_return"], 0)
+        writer.add_scalar(f"eval/{slug}/normalized_return", row["normalized_return"], 0)
+    writer.close()
     gif = save_gif(results[f"latent policy + k-shot head (k={cfg.k})"].frames, run / "agent.gif")
     out = {
         "env_name": env_name, "k": cfg.k, "table": table,
@@ -175,6 +186,14 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     atomic_write_text(run / "results.json", json.dumps(out, indent=2))
     print(format_table(table))
     return out
+
+
+def same_collection(data_dir: Path, cfg: CollectConfig) -> bool:
+    """True if ``data_dir`` holds a dataset collected with ``cfg`` (its meta.json records the config)."""
+    from envs.collect import collect_record
+
+    meta = data_dir / "meta.json"
+    return meta.is_file() and json.loads(meta.read_text()).get("collect_config") == collect_record(cfg)
 
 
 def format_table(table: list[dict]) -> str:

@@ -65,7 +65,7 @@ def test_unknown_game_is_named(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
-def test_quickstart_tiny_writes_table_checkpoints_and_gif(random_video, tmp_path):
+def test_quickstart_tiny_writes_table_checkpoints_and_gif(tmp_path):
     from stable_baselines3.common.policies import ActorCriticCnnPolicy
 
     from envs.demonstrator import Demonstrator, policy_spaces
@@ -74,10 +74,9 @@ def test_quickstart_tiny_writes_table_checkpoints_and_gif(random_video, tmp_path
     Demonstrator(ActorCriticCnnPolicy(obs_space, act_space, lambda _: 0.0),
                  {"kind": "demonstrator", "env_name": "coinrun"}).save_pretrained(tmp_path / "demo")
     run = tmp_path / "run"
-    run.mkdir()
-    os.symlink(random_video, run / "dataset")  # reuse the collected video
     lapo("quickstart", "--run-dir", run, "--k", "16", "--eval-episodes", "3", "--threads", "1",
-         "--collect.demonstrator", tmp_path / "demo",
+         "--collect.demonstrator", tmp_path / "demo", "--collect.policy", "random",
+         "--collect.num-frames", "300", "--collect.num-envs", "8",
          *[a.replace("--model.", "--lam.") for a in TINY_LAM], "--lam-train.steps", "3",
          "--lam-train.batch-size", "8", "--lam-train.probe-k", "16",
          *TINY_POLICY, "--policy-train.steps", "3",
@@ -93,6 +92,18 @@ def test_quickstart_tiny_writes_table_checkpoints_and_gif(random_video, tmp_path
     assert (run / "agent.gif").is_file() and results["timings_s"]["total"] > 0
     assert results["eval_levels"]["same_levels_for_every_agent"]
     assert all(s >= 1_000_000 for s in results["eval_levels"]["level_seeds"])  # unseen-level range
+    assert results["dataset"]["frames"] >= 300
+
+
+def test_quickstart_reuses_video_only_if_collected_with_the_same_config(tmp_path):
+    from envs.collect import CollectConfig, collect
+    from lapo.pipeline import same_collection
+
+    cfg = CollectConfig(out=tmp_path / "d", policy="random", num_frames=50, num_envs=4)
+    collect(cfg)
+    assert same_collection(tmp_path / "d", cfg)
+    assert not same_collection(tmp_path / "d", CollectConfig(out=tmp_path / "d", policy="random",
+                                                             num_frames=50, num_envs=4, seed=1))
 
 
 def test_readme_python_example_imports_resolve():
