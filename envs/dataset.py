@@ -211,11 +211,12 @@ class EpisodeWriter:
         self._seeds: list[int] = []
         self._actions: list[np.ndarray] = []
         self._rewards: list[np.ndarray] = []
-        self.num_frames = 0
+        self._episode_frames = 0  # frames of the episode being streamed
+        self.num_frames = 0  # frames of finished episodes
 
     def add_episode(self, frames: np.ndarray, actions: np.ndarray | None = None,
                     rewards: np.ndarray | None = None, level_seed: int = -1) -> None:
-        """Append one episode.
+        """Append one whole episode (:meth:`append_frames` + :meth:`end_episode`).
 
         Args:
             frames: (T, H, W, C) uint8, T >= 2 (one transition at least).
@@ -224,29 +225,69 @@ class EpisodeWriter:
             level_seed: Procgen level seed, -1 if unknown.
 
         Raises:
-            ValueError: wrong dtype/shape, T < 2, or a frame shape different from earlier episodes.
+            ValueError: wrong dtype/shape, T < 2, a frame shape different from earlier episodes, or
+                actions/rewards of the wrong length; nothing of the episode is kept.
+        """
+        frames = np.asarray(frames)
+        if frames.ndim == 4 and len(frames) < 2:
+            raise ValueError(f"an episode needs at least 2 frames (one transition), got {len(frames)}")
+        self.append_frames(frames)
+        self.end_episode(actions, rewards, level_seed)
+
+    def append_frames(self, frames: np.ndarray) -> None:
+        """Stream frames ``(t, H, W, C)`` uint8 of the current episode to disk (bounded RAM).
+
+        Raises:
+            ValueError: wrong dtype/shape or a frame shape different from earlier frames.
         """
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.dtype != np.uint8:
             raise ValueError(f"episode frames must be (T, H, W, C) uint8, got {frames.shape} {frames.dtype}")
-        if len(frames) < 2:
-            raise ValueError(f"an episode needs at least 2 frames (one transition), got {len(frames)}")
         if self._frame_shape is None:
             self._frame_shape = frames.shape[1:]
         elif frames.shape[1:] != self._frame_shape:
             raise ValueError(f"episode frame shape {frames.shape[1:]} differs from {self._frame_shape}")
-        for name, arr, store in (("actions", actions, self._actions), ("rewards", rewards, self._rewards)):
-            if self._ends and (arr is None) != (not store):
-                raise ValueError(f"every episode must agree on having {name}: episode "
-                                 f"{len(self._ends)} {'lacks' if arr is None else 'adds'} them")
-            if arr is not None:
-                if len(arr) != len(frames):
-                    raise ValueError(f"{name} has length {len(arr)} but the episode has {len(frames)} frames")
-                store.append(np.asarray(arr))
         self._frames.write(np.ascontiguousarray(frames).tobytes())
-        self.num_frames += len(frames)
+        self._episode_frames += len(frames)
+
+    def end_episode(self, actions: np.ndarray | None = None, rewards: np.ndarray | None = None,
+                    level_seed: int = -1) -> None:
+        """Close the current episode (frames given by :meth:`append_frames`).
+
+        Raises:
+            ValueError: fewer than 2 frames, or actions/rewards that disagree with the frames or with
+                earlier episodes; the episode's frames are discarded.
+        """
+        T = self._episode_frames
+        try:
+            if T < 2:
+                raise ValueError(f"an episode needs at least 2 frames (one transition), got {T}")
+            for name, arr, store in (("actions", actions, self._actions), ("rewards", rewards, self._rewards)):
+                if self._ends and (arr is None) != (not store):
+                    raise ValueError(f"every episode must agree on having {name}: episode "
+                                     f"{len(self._ends)} {'lacks' if arr is None else 'adds'} them")
+                if arr is not None and len(arr) != T:
+                    raise ValueError(f"{name} has length {len(arr)} but the episode has {T} frames")
+        except ValueError:
+            self.discard_episode()
+            raise
+        if actions is not None:
+            self._actions.append(np.asarray(actions))
+        if rewards is not None:
+            self._rewards.append(np.asarray(rewards))
+        self.num_frames += T
+        self._episode_frames = 0
         self._ends.append(self.num_frames)
         self._seeds.append(int(level_seed))
+
+    def discard_episode(self) -> None:
+        """Drop the frames of the current, unfinished episode."""
+        frame_bytes = int(np.prod(self._frame_shape)) if self._frame_shape else 0
+        self._frames.seek(_NPY_HEADER_BYTES + self.num_frames * frame_bytes)
+        self._frames.truncate()
+        self._episode_frames = 0
+        if not self._ends:
+            self._frame_shape = None
 
     def close(self) -> Path:
         """Finish the files and move the dataset into place. Returns the dataset path.
@@ -254,6 +295,8 @@ class EpisodeWriter:
         Raises:
             ValueError: no episode was added (an empty dataset is never written).
         """
+        if self._episode_frames:
+            self.discard_episode()  # an unfinished streamed episode is not part of the dataset
         if not self._ends:
             self.abort()
             raise ValueError(f"no episodes were added; {self.path} was not written")

@@ -8,12 +8,15 @@ import tyro
 
 from envs.collect import CollectConfig
 from envs.demonstrator import TrainExpertConfig
+from envs.video import ImportVideoConfig
 from lapo.pipeline import QuickstartConfig
-from scripts import collect, evaluate, fit_head, label, quickstart, train_expert, train_lam, train_policy
+from scripts import (collect, evaluate, fit_head, import_video, label, quickstart, train_expert, train_lam,
+                     train_policy)
 
 COMMANDS = {
     "train-expert": (TrainExpertConfig, train_expert.main, "train a PPO demonstrator (resumable)"),
     "collect": (CollectConfig, collect.main, "record demonstrator video into a dataset"),
+    "import-video": (ImportVideoConfig, import_video.main, "video files -> action-free dataset"),
     "train-lam": (train_lam.Args, train_lam.main, "train the latent action model on frames only"),
     "label": (label.Args, label.main, "label a dataset's transitions with latent actions"),
     "train-policy": (train_policy.Args, train_policy.main, "latent behaviour cloning"),

@@ -1,0 +1,103 @@
+"""Video import: containers, pixel formats, odd sizes, frame-rate rule, broken files, CLI exit status."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import av
+import numpy as np
+import pytest
+
+from envs.dataset import EpisodeDataset
+from envs.video import ImportVideoConfig, VideoConfig, VideoError, convert_frame, import_videos, iter_video
+
+
+def write_video(path, n=10, w=48, h=36, codec="mpeg4", pix_fmt="yuv420p", rate=15, pts=None):
+    """Frame i is uniformly grey level 20*i (alpha opaque). ``pts``: custom timestamps (1/1000 s)."""
+    from fractions import Fraction
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=rate)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        if pts is not None:
+            s.time_base = Fraction(1, 1000)
+        for i in range(n):
+            img = np.full((h, w, 4), 20 * i, np.uint8)
+            img[..., 3] = 255
+            frame = av.VideoFrame.from_ndarray(img, format="rgba").reformat(format=pix_fmt)
+            if pts is not None:
+                frame.pts, frame.time_base = pts[i], Fraction(1, 1000)
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+@pytest.mark.parametrize("name, codec, pix_fmt, w, h", [
+    ("a.mp4", "mpeg4", "yuv420p", 48, 36), ("a.webm", "libvpx", "yuv420p", 48, 36),
+    ("a.mkv", "mpeg4", "yuv420p", 48, 36), ("a.avi", "mpeg4", "yuv420p", 48, 36),
+    ("a.gif", "gif", "rgb8", 49, 37), ("gray.mkv", "ffv1", "gray", 49, 37), ("alpha.mov", "qtrle", "argb", 40, 30),
+])
+def test_containers_and_pixel_formats_decode_to_rgb_frames(tmp_path, name, codec, pix_fmt, w, h):
+    path = write_video(tmp_path / name, codec=codec, pix_fmt=pix_fmt, w=w, h=h)
+    frames = list(iter_video(path, VideoConfig(size=16)))
+    assert len(frames) == 10
+    img, index, t = frames[3]
+    assert img.shape == (16, 16, 3) and img.dtype == np.uint8 and index == 3
+    assert t == pytest.approx(3 / 15, abs=0.011)
+    assert abs(int(img.mean()) - 60) <= 12  # grey level 20*i survived the codec
+
+
+def test_geometry_modes():
+    img = np.zeros((20, 40, 3), np.uint8)
+    img[:, 10:30] = 200  # a centred 20x20 bright square
+    crop = convert_frame(img, VideoConfig(size=10, mode="crop"))
+    assert crop.shape == (10, 10, 3) and crop.min() == 200  # only the centre square remains
+    box = convert_frame(img, VideoConfig(size=10, mode="letterbox"))
+    assert box[0].max() == 0 and box[-1].max() == 0  # black bars top and bottom
+    assert convert_frame(img, VideoConfig(size=10, mode="resize")).shape == (10, 10, 3)
+
+
+def test_fps_rule_uses_timestamps_for_variable_frame_rate(tmp_path):
+    pts = [0, 30, 60, 300, 320, 700, 1000]  # ms, irregular
+    path = write_video(tmp_path / "vfr.mkv", n=7, codec="ffv1", pix_fmt="yuv420p", pts=pts)
+    kept = [index for _, index, _ in iter_video(path, VideoConfig(size=8, fps=4))]  # one per 250 ms
+    assert kept == [0, 3, 5, 6]
+    assert [i for _, i, _ in iter_video(path, VideoConfig(size=8, stride=3))] == [0, 3, 6]
+
+
+def test_broken_inputs_are_reported_by_name_and_the_rest_imported(tmp_path):
+    (tmp_path / "in").mkdir()
+    write_video(tmp_path / "in" / "good.mp4", n=6)
+    write_video(tmp_path / "in" / "second.avi", n=4)
+    (tmp_path / "in" / "notes.mp4").write_text("not a video at all")
+    (tmp_path / "in" / "empty.mkv").write_bytes(b"")
+    data = (tmp_path / "in" / "good.mp4").read_bytes()
+    (tmp_path / "in" / "truncated.mp4").write_bytes(data[: len(data) // 3])
+    path, failures = import_videos(ImportVideoConfig([tmp_path / "in"], tmp_path / "ds", VideoConfig(size=16)))
+    failed = " ".join(failures)
+    assert "notes.mp4" in failed and "empty.mkv" in failed and "truncated.mp4" in failed
+    ds = EpisodeDataset(path)
+    assert ds.num_episodes == 2 and len(ds) == 10 and not ds.has_actions
+    assert [s["frames"] for s in ds.meta["source"]["files"]] == [6, 4]
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        import_videos(ImportVideoConfig([tmp_path / "in"], tmp_path / "ds"))
+
+
+def test_missing_file_raises_video_error(tmp_path):
+    with pytest.raises(VideoError, match="no such file"):
+        list(iter_video(tmp_path / "nope.mp4", VideoConfig()))
+
+
+def test_cli_exit_status_counts_failures_and_nothing_is_written_when_all_fail(tmp_path):
+    (tmp_path / "bad.mp4").write_text("nope")
+    write_video(tmp_path / "ok.mp4", n=3)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "scripts.cli", "import-video", *map(str, a)],  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    proc = run("--inputs", tmp_path / "bad.mp4", tmp_path / "ok.mp4", "--out", tmp_path / "ds", "--video.size", "16")
+    assert proc.returncode == 1 and "bad.mp4" in proc.stderr
+    assert EpisodeDataset(tmp_path / "ds").num_episodes == 1
+    proc = run("--inputs", tmp_path / "bad.mp4", "--out", tmp_path / "ds2")
+    assert proc.returncode == 1 and not (tmp_path / "ds2").exists()
