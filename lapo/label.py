@@ -1,6 +1,7 @@
-"""Label every transition of a dataset with latent actions from a trained LAM (LAPO §3.2).
+"""Label transitions with latent actions from a trained LAM (LAPO §3.2): datasets
+(:func:`label_dataset`) and video files (:func:`label_video`, streamed).
 
-Output directory (default ``DATASET/labels``), written atomically::
+Dataset output directory (default ``DATASET/labels``), written atomically::
 
     meta.json     lam checkpoint, dataset, latent_dim, groups
     latents.npy   (N, L) float32  continuous pre-quantization IDM latent z_t of transition t
@@ -84,8 +85,77 @@ class Labels:
         for name in ("meta.json", "latents.npy", "codes.npy", "valid.npy"):
             if not (self.path / name).is_file():
                 raise FileNotFoundError(f"{self.path / name} not found; label the dataset first with "
-                                        "`lapo label --lam DIR --dataset DIR`")
+                                        "`lapo label --checkpoint LAM_DIR --input DATASET_DIR`")
         self.meta = json.loads((self.path / "meta.json").read_text())
         self.latents = np.load(self.path / "latents.npy", mmap_mode="r")  # (N, L) float32
         self.codes = np.load(self.path / "codes.npy", mmap_mode="r")  # (N, G) int64
         self.valid = np.load(self.path / "valid.npy")  # (N,) bool
+
+
+def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg, batch_size: int = 512,
+                overwrite: bool = False, bar=None) -> Path:
+    """Label one video file, streaming: latent actions for every transition between kept frames.
+
+    Output directory (written atomically)::
+
+        meta.json          source file, LAM checkpoint, conversion rule, counts
+        latents.npy        (M, L) float32  continuous IDM latent of transition o_t -> o_{t+1}
+        codes.npy          (M, G) int64    its quantized codes
+        frame_indices.npy  (M,) int64      source frame index of o_t (in the decoded stream)
+        timestamps.npy     (M,) float64    timestamp of o_t, seconds
+
+    M = kept frames - 1. As for datasets, the IDM window edge-pads ``o_{t-1}`` at t = 0. Memory holds
+    at most ``batch_size + 2`` frames plus the (small) latents.
+
+    Raises:
+        envs.video.VideoError: the file cannot be decoded or has fewer than 2 kept frames (nothing is
+            written); FileExistsError: ``out`` exists and ``overwrite`` is False.
+    """
+    from envs.video import VideoError, iter_video
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    device = next(lam.parameters()).device
+    buf: list[np.ndarray] = []  # frames at stream positions base, base + 1, ...
+    base, next_t = 0, 0
+    zs, codes, indices, times = [], [], [], []
+
+    def flush(final: bool) -> None:
+        nonlocal base, next_t
+        last_t = base + len(buf) - 2  # the last transition whose o_{t+1} is buffered
+        while next_t <= last_t and (final or last_t - next_t + 1 >= batch_size):
+            ts = range(next_t, min(next_t + batch_size, last_t + 1))
+            windows = np.stack([np.stack([buf[max(t - 1, 0) - base], buf[t - base], buf[t + 1 - base]])
+                                for t in ts])  # (B, 3, H, W, C)
+            with torch.no_grad():
+                z, _, c, _, _ = lam.encode(torch.from_numpy(windows).to(device))
+            zs.append(z.float().cpu().numpy())
+            codes.append(c.cpu().numpy())
+            next_t = ts[-1] + 1
+            if bar is not None:
+                bar.update(len(ts))
+        drop = max(0, next_t - 1 - base)
+        del buf[:drop]
+        base += drop
+
+    for frame, index, t in iter_video(path, video_cfg):
+        buf.append(frame)
+        indices.append(index)
+        times.append(t)
+        flush(final=False)
+    flush(final=True)
+    if len(indices) < 2:
+        raise VideoError(f"{path}: {len(indices)} frame(s) after conversion; at least 2 are needed")
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        np.save(tmp / "latents.npy", np.concatenate(zs))
+        np.save(tmp / "codes.npy", np.concatenate(codes))
+        np.save(tmp / "frame_indices.npy", np.asarray(indices[:-1], np.int64))
+        np.save(tmp / "timestamps.npy", np.asarray(times[:-1], np.float64))
+        (tmp / "meta.json").write_text(json.dumps(
+            {"source": str(path), "lam": str(getattr(lam, "checkpoint_path", "")),
+             "video": {"size": video_cfg.size, "mode": video_cfg.mode, "fps": video_cfg.fps,
+                       "stride": video_cfg.stride},
+             "num_frames": len(indices), "num_transitions": len(indices) - 1,
+             "latent_dim": lam.cfg.latent_dim, "groups": lam.cfg.groups}, indent=2))
+    return out

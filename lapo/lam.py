@@ -325,4 +325,5 @@ def load_lam(path, device: str = "cpu") -> LatentActionModel:
 
     meta = read_config(path, "lam")
     lam = LatentActionModel(LAMConfig(**meta["config"]))
+    lam.checkpoint_path = str(path)
     return load_weights(path, lam).to(device).eval()

@@ -1,36 +1,79 @@
-"""``lapo label``: latent actions for every transition of a dataset, saved beside it.
+"""``lapo label``: latent actions for video files and toolkit datasets.
 
-    lapo label --lam runs/lam --dataset data/coinrun          # -> data/coinrun/labels
+    lapo label --checkpoint runs/lam --input videos/ clip.mp4 --out labels/   # one folder per video
+    lapo label --checkpoint runs/lam --input data/coinrun                     # -> data/coinrun/labels
+
+Video files (mp4, webm, mkv, avi, gif, mov; directories are searched recursively) are decoded with
+PyAV and converted by ``--video.*`` (see :mod:`envs.video`; the size is the LAM's). Each video's
+labels go to ``OUT/<file stem>/`` (format in :func:`lapo.label.label_video`); a dataset's go to
+``DATASET/labels`` (or ``OUT/<dataset name>`` with ``--out``). A file that cannot be labeled is
+reported with the reason and the others continue; the exit status is the number that failed.
+Existing outputs are kept unless ``--overwrite``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import tyro
+from tqdm import tqdm
 
-from lapo.label import label_dataset
+from envs.video import VideoConfig, VideoError, find_videos
+from lapo.label import label_dataset, label_video
+from lapo.lam import load_lam
 
 
 @dataclass
 class Args:
-    lam: Path
+    checkpoint: Path
     """LAM checkpoint directory."""
-    dataset: Path
-    """Dataset directory."""
+    input: list[Path]
+    """Video files, directories of videos, and/or dataset directories."""
     out: Path | None = None
-    """Labels directory (default: DATASET/labels)."""
+    """Output directory for video labels (default: labels/); see the module docstring for datasets."""
+    video: VideoConfig = field(default_factory=VideoConfig)
+    """Frame conversion for video files (size is taken from the LAM)."""
     batch_size: int = 512
     """Transitions per IDM batch."""
     overwrite: bool = False
-    """Replace existing labels."""
+    """Replace existing outputs."""
     device: str = "cpu"
     """``cpu`` or ``cuda``."""
 
 
-def main(args: Args) -> None:
-    print(f"wrote {label_dataset(args.lam, args.dataset, args.out, args.batch_size, args.overwrite, args.device)}")
+def main(args: Args) -> int:
+    lam = load_lam(args.checkpoint, args.device)
+    video_cfg = dataclasses.replace(args.video, size=lam.cfg.image_size)
+    out_root = args.out or Path("labels")
+    failures: list[str] = []
+    datasets = [p for p in args.input if (Path(p) / "meta.json").is_file()]
+    videos = find_videos([p for p in args.input if p not in datasets])
+    for ds in datasets:
+        try:
+            target = out_root / Path(ds).name if args.out else None
+            print(f"wrote {label_dataset(args.checkpoint, ds, target, args.batch_size, args.overwrite, args.device)}")
+        except (ValueError, FileExistsError) as e:
+            failures.append(f"{ds}: {e}")
+    used: set[str] = set()
+    with tqdm(desc="label videos", unit="transition") as bar:
+        for video in videos:
+            name = video.stem
+            while name in used:  # two inputs with the same stem
+                name += "_"
+            used.add(name)
+            try:
+                label_video(lam, video, out_root / name, video_cfg, args.batch_size, args.overwrite, bar)
+            except (VideoError, FileExistsError) as e:
+                failures.append(str(e) if str(video) in str(e) else f"{video}: {e}")
+    for message in failures:
+        print(f"failed: {message}", file=sys.stderr)
+    print(f"labeled {len(datasets) + len(videos) - len(failures)} of {len(datasets) + len(videos)} inputs")
+    if failures:
+        raise SystemExit(min(len(failures), 255))
+    return 0
 
 
 if __name__ == "__main__":

@@ -35,10 +35,11 @@ def test_stage_by_stage_pipeline(random_video, tmp_path):
     lam, policy, agent = tmp_path / "lam", tmp_path / "policy", tmp_path / "agent"
     lapo("train-lam", "--dataset", random_video, "--out", lam, *TINY_LAM, "--train.steps", "4",
          "--train.batch-size", "8", "--train.probe-k", "16", "--train.eval-every", "4")
-    lapo("label", "--lam", lam, "--dataset", random_video, "--out", tmp_path / "labels")
-    lapo("train-policy", "--dataset", random_video, "--labels", tmp_path / "labels", "--out", policy,
+    lapo("label", "--checkpoint", lam, "--input", random_video, "--out", tmp_path / "labels")
+    labels = tmp_path / "labels" / random_video.name
+    lapo("train-policy", "--dataset", random_video, "--labels", labels, "--out", policy,
          *TINY_POLICY, "--train.steps", "3", "--train.batch-size", "8")
-    lapo("fit-head", "--policy", policy, "--dataset", random_video, "--labels", tmp_path / "labels",
+    lapo("fit-head", "--policy", policy, "--dataset", random_video, "--labels", labels,
          "--k", "16", "--out", agent, "--head.steps", "5", "--head-input", "idm")
     out = lapo("evaluate", "--agent", agent, "--episodes", "2")
     assert json.loads(out.stdout[out.stdout.index("{"):])["episodes"] == 2
@@ -50,10 +51,10 @@ def test_bad_k_fails_with_the_numbers_and_writes_nothing(random_video, tmp_path)
     lam = tmp_path / "lam"
     lapo("train-lam", "--dataset", random_video, "--out", lam, *TINY_LAM, "--train.steps", "1",
          "--train.batch-size", "4", "--train.probe-k", "0")
-    lapo("label", "--lam", lam, "--dataset", random_video, "--out", tmp_path / "labels")
-    lapo("train-policy", "--dataset", random_video, "--labels", tmp_path / "labels", "--out", tmp_path / "p",
+    lapo("label", "--checkpoint", lam, "--input", random_video, "--out", tmp_path)
+    lapo("train-policy", "--dataset", random_video, "--labels", tmp_path / "data", "--out", tmp_path / "p",
          *TINY_POLICY, "--train.steps", "1", "--train.batch-size", "4")
-    proc = lapo("fit-head", "--policy", tmp_path / "p", "--dataset", random_video, "--labels", tmp_path / "labels",
+    proc = lapo("fit-head", "--policy", tmp_path / "p", "--dataset", random_video, "--labels", tmp_path / "data",
                 "--k", "10000000", "--out", tmp_path / "agent", check=False)
     assert proc.returncode != 0 and "k=10000000" in proc.stderr
     assert not (tmp_path / "agent").exists()

@@ -101,3 +101,49 @@ def test_cli_exit_status_counts_failures_and_nothing_is_written_when_all_fail(tm
     assert EpisodeDataset(tmp_path / "ds").num_episodes == 1
     proc = run("--inputs", tmp_path / "bad.mp4", "--out", tmp_path / "ds2")
     assert proc.returncode == 1 and not (tmp_path / "ds2").exists()
+
+
+def tiny_lam(tmp_path):
+    import torch
+
+    from lapo.checkpoint import save_checkpoint
+    from lapo.lam import LAMConfig, LatentActionModel, load_lam
+
+    torch.manual_seed(0)
+    cfg = LAMConfig(idm_channels=(8, 8, 8), idm_hidden=16, widths=(8, 8, 8), latent_dim=4)
+    save_checkpoint(tmp_path / "lam", "lam", cfg, LatentActionModel(cfg))
+    return load_lam(tmp_path / "lam")
+
+
+def test_video_labels_match_labels_of_the_imported_dataset(tmp_path):
+    """Streaming labels of a file == labels of the same file imported as a dataset, for any batch size."""
+    from lapo.label import Labels, label_dataset, label_video
+
+    lam = tiny_lam(tmp_path)
+    video = write_video(tmp_path / "clip.mp4", n=11)
+    cfg = VideoConfig(size=64)
+    small = label_video(lam, video, tmp_path / "small", cfg, batch_size=3)
+    big = label_video(lam, video, tmp_path / "big", cfg, batch_size=512)
+    ds_path, _ = import_videos(ImportVideoConfig([video], tmp_path / "ds", cfg))
+    ref = Labels(label_dataset(tmp_path / "lam", ds_path))
+    for out in (small, big):
+        latents = np.load(out / "latents.npy")
+        assert latents.shape == (10, 4) and np.load(out / "codes.npy").shape == (10, 2)
+        np.testing.assert_allclose(latents, ref.latents[:10], atol=1e-5)
+        np.testing.assert_array_equal(np.load(out / "frame_indices.npy"), np.arange(10))
+        np.testing.assert_allclose(np.load(out / "timestamps.npy"), np.arange(10) / 15, atol=0.011)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        label_video(lam, video, small, cfg)
+
+
+def test_label_cli_reports_bad_files_and_labels_the_rest(tmp_path):
+    tiny_lam(tmp_path)
+    (tmp_path / "videos").mkdir()
+    write_video(tmp_path / "videos" / "ok.webm", n=5, codec="libvpx")
+    (tmp_path / "videos" / "broken.mp4").write_bytes(b"\x00" * 100)
+    proc = subprocess.run([sys.executable, "-m", "scripts.cli", "label", "--checkpoint", str(tmp_path / "lam"),
+                           "--input", str(tmp_path / "videos"), "--out", str(tmp_path / "labels")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1 and "broken.mp4" in proc.stderr
+    assert np.load(tmp_path / "labels" / "ok" / "latents.npy").shape == (4, 4)
+    assert not (tmp_path / "labels" / "broken").exists()
