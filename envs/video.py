@@ -65,6 +65,8 @@ def convert_frame(rgb_HWC: np.ndarray, cfg: VideoConfig) -> np.ndarray:
     from PIL import Image
 
     h, w = rgb_HWC.shape[:2]
+    if h == w == cfg.size:
+        return rgb_HWC
     if cfg.mode == "crop":
         s = min(h, w)
         top, left = (h - s) // 2, (w - s) // 2

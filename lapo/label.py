@@ -125,16 +125,17 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
         nonlocal base, next_t
         last_t = base + len(buf) - 2  # the last transition whose o_{t+1} is buffered
         while next_t <= last_t and (final or last_t - next_t + 1 >= batch_size):
-            ts = range(next_t, min(next_t + batch_size, last_t + 1))
-            windows = np.stack([np.stack([buf[max(t - 1, 0) - base], buf[t - base], buf[t + 1 - base]])
-                                for t in ts])  # (B, 3, H, W, C)
+            t = np.arange(next_t, min(next_t + batch_size, last_t + 1))  # stream positions of o_t
+            prev = np.maximum(t - 1, 0)  # edge pad at the first frame
+            frames = np.stack(buf[prev[0] - base:t[-1] + 2 - base])  # (n, H, W, C) the windows need
+            windows = frames[np.stack([prev, t, t + 1], 1) - prev[0]]  # (B, 3, H, W, C)
             with torch.no_grad():
                 z, _, c, _, _ = lam.encode(torch.from_numpy(windows).to(device))
             zs.append(z.float().cpu().numpy())
             codes.append(c.cpu().numpy())
-            next_t = ts[-1] + 1
+            next_t = int(t[-1]) + 1
             if bar is not None:
-                bar.update(len(ts))
+                bar.update(len(t))
         drop = max(0, next_t - 1 - base)
         del buf[:drop]
         base += drop
