@@ -10,8 +10,9 @@ from envs.collect import CollectConfig
 from envs.demonstrator import TrainExpertConfig
 from envs.video import ImportVideoConfig
 from lapo.pipeline import QuickstartConfig
+from lapo.visualize import VisualizeConfig
 from scripts import (collect, evaluate, fit_head, import_video, label, quickstart, train_expert, train_lam,
-                     train_policy)
+                     train_policy, visualize)
 
 COMMANDS = {
     "train-expert": (TrainExpertConfig, train_expert.main, "train a PPO demonstrator (resumable)"),
@@ -21,6 +22,7 @@ COMMANDS = {
     "label": (label.Args, label.main, "label a dataset's transitions with latent actions"),
     "train-policy": (train_policy.Args, train_policy.main, "latent behaviour cloning"),
     "fit-head": (fit_head.Args, fit_head.main, "fit the k-shot action head -> agent"),
+    "visualize": (VisualizeConfig, visualize.main, "GIF of codes, latent embedding, code-vs-action matrix"),
     "evaluate": (evaluate.Args, evaluate.main, "returns on unseen levels"),
     "quickstart": (QuickstartConfig, quickstart.main, "the whole pipeline on CoinRun"),
 }

@@ -54,3 +54,18 @@ def test_gif_is_written(tmp_path):
     frames = [np.full((64, 64, 3), i * 40, np.uint8) for i in range(4)]
     path = save_gif(frames, tmp_path / "a.gif")
     assert path.read_bytes()[:6] == b"GIF89a"
+
+
+def test_visualize_writes_gif_embedding_and_confusion(square_dataset, tmp_path):
+    from lapo.visualize import VisualizeConfig, pca_2d, visualize
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "lam", "lam", TINY, LatentActionModel(TINY).eval())
+    label_dataset(tmp_path / "lam", square_dataset)
+    paths = visualize(VisualizeConfig(dataset=square_dataset, out=tmp_path / "viz", gif_frames=10, points=200))
+    assert [p.name for p in paths] == ["codes.gif", "embedding.png", "confusion.png"]
+    assert paths[0].read_bytes()[:6] == b"GIF89a"
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths[1:])
+    x = np.random.default_rng(0).standard_normal((100, 3)) * np.array([5.0, 1.0, 0.1])
+    xy = pca_2d(x)
+    assert xy.shape == (100, 2) and xy[:, 0].std() > xy[:, 1].std() > 0.5  # largest variance first
