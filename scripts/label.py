@@ -9,11 +9,17 @@ labels go to ``OUT/<file stem>/`` (format in :func:`lapo.label.label_video`); a 
 ``DATASET/labels`` (or ``OUT/<dataset name>`` with ``--out``). A file that cannot be labeled is
 reported with the reason and the others continue; the exit status is the number that failed.
 Existing outputs are kept unless ``--overwrite``.
+
+Large corpora shard across processes with torchrun: each rank labels every WORLD_SIZE-th input
+(from the ``RANK``/``WORLD_SIZE`` variables torchrun sets; outputs never collide), e.g.
+
+    torchrun --nproc_per_node 4 -m scripts.cli label --checkpoint runs/lam --input videos/ --out labels/
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,21 +55,19 @@ def main(args: Args) -> int:
     video_cfg = dataclasses.replace(args.video, size=lam.cfg.image_size)
     out_root = args.out or Path("labels")
     failures: list[str] = []
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     datasets = [p for p in args.input if (Path(p) / "meta.json").is_file()]
     videos = find_videos([p for p in args.input if p not in datasets])
+    names = unique_names(videos)  # computed over all inputs, so every rank agrees
+    datasets, videos, names = datasets[rank::world], videos[rank::world], names[rank::world]
     for ds in datasets:
         try:
             target = out_root / Path(ds).name if args.out else None
             print(f"wrote {label_dataset(args.checkpoint, ds, target, args.batch_size, args.overwrite, args.device)}")
         except (ValueError, FileExistsError) as e:
             failures.append(f"{ds}: {e}")
-    used: set[str] = set()
-    with tqdm(desc="label videos", unit="transition") as bar:
-        for video in videos:
-            name = video.stem
-            while name in used:  # two inputs with the same stem
-                name += "_"
-            used.add(name)
+    with tqdm(desc=f"label videos (rank {rank}/{world})", unit="transition", disable=rank != 0) as bar:
+        for video, name in zip(videos, names):
             try:
                 label_video(lam, video, out_root / name, video_cfg, args.batch_size, args.overwrite, bar)
             except (VideoError, FileExistsError) as e:
@@ -74,6 +78,19 @@ def main(args: Args) -> int:
     if failures:
         raise SystemExit(min(len(failures), 255))
     return 0
+
+
+def unique_names(videos: list[Path]) -> list[str]:
+    """Output folder name per video: its stem, with ``_`` appended while it collides."""
+    used: set[str] = set()
+    names = []
+    for video in videos:
+        name = video.stem
+        while name in used:
+            name += "_"
+        used.add(name)
+        names.append(name)
+    return names
 
 
 if __name__ == "__main__":

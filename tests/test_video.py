@@ -147,3 +147,20 @@ def test_label_cli_reports_bad_files_and_labels_the_rest(tmp_path):
     assert proc.returncode == 1 and "broken.mp4" in proc.stderr
     assert np.load(tmp_path / "labels" / "ok" / "latents.npy").shape == (4, 4)
     assert not (tmp_path / "labels" / "broken").exists()
+
+
+def test_label_shards_inputs_across_torchrun_ranks(tmp_path):
+    """Ranks 0 and 1 of WORLD_SIZE 2 label disjoint halves that together cover every video."""
+    import os
+
+    tiny_lam(tmp_path)
+    (tmp_path / "v").mkdir()
+    for i in range(3):
+        write_video(tmp_path / "v" / f"clip{i}.mp4", n=3)
+    for rank in (0, 1):
+        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
+        subprocess.run([sys.executable, "-m", "scripts.cli", "label", "--checkpoint", str(tmp_path / "lam"),
+                        "--input", str(tmp_path / "v"), "--out", str(tmp_path / f"labels{rank}")],
+                       check=True, capture_output=True, env=env, timeout=300)
+    assert sorted(p.name for p in (tmp_path / "labels0").iterdir()) == ["clip0", "clip2"]
+    assert sorted(p.name for p in (tmp_path / "labels1").iterdir()) == ["clip1"]
