@@ -125,7 +125,8 @@ class LatentActionModel(nn.Module):
 
     def encode(self, window_B3HWC: torch.Tensor):
         """IDM + quantizer: returns ``(z, z_q, codes, aux_loss, stats)`` (see class docstring)."""
-        z = self.quantizer.bound(self.idm_norm(self.idm(to_float(window_B3HWC))))  # (B, L)
+        x = to_float(window_B3HWC, channels_last=not self.training)  # (B, 9, H, W)
+        z = self.quantizer.bound(self.idm_norm(self.idm(x)))  # (B, L)
         z_q, codes, aux, stats = self.quantizer(z.float())
         return z, z_q, codes, aux, stats
 
