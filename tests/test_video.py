@@ -74,11 +74,15 @@ def test_broken_inputs_are_reported_by_name_and_the_rest_imported(tmp_path):
     write_video(tmp_path / "in" / "second.avi", n=4)
     (tmp_path / "in" / "notes.mp4").write_text("not a video at all")
     (tmp_path / "in" / "empty.mkv").write_bytes(b"")
+    with av.open(str(tmp_path / "in" / "zero_frames.mkv"), "w") as c:  # a header, a stream, no frames
+        s = c.add_stream("ffv1", rate=15)
+        s.width, s.height, s.pix_fmt = 32, 32, "yuv420p"
+        c.start_encoding()
     data = (tmp_path / "in" / "good.mp4").read_bytes()
     (tmp_path / "in" / "truncated.mp4").write_bytes(data[: len(data) // 3])
     path, failures = import_videos(ImportVideoConfig([tmp_path / "in"], tmp_path / "ds", VideoConfig(size=16)))
     failed = " ".join(failures)
-    assert "notes.mp4" in failed and "empty.mkv" in failed and "truncated.mp4" in failed
+    assert all(name in failed for name in ("notes.mp4", "empty.mkv", "truncated.mp4", "zero_frames.mkv"))
     ds = EpisodeDataset(path)
     assert ds.num_episodes == 2 and len(ds) == 10 and not ds.has_actions
     assert [s["frames"] for s in ds.meta["source"]["files"]] == [6, 4]
