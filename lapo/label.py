@@ -117,13 +117,17 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
 
     Raises:
         envs.video.VideoError: the file cannot be decoded or has fewer than 2 kept frames (nothing is
-            written); FileExistsError: ``out`` exists and ``overwrite`` is False.
+            written); FileExistsError: ``out`` exists and ``overwrite`` is False; ValueError:
+            ``video_cfg.size`` is not the LAM's image size.
     """
     from envs.video import VideoError, iter_video
 
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} already exists; pass --overwrite to replace it")
+    if video_cfg.size != lam.cfg.image_size:
+        raise ValueError(f"video size {video_cfg.size} differs from the LAM's image_size {lam.cfg.image_size}; "
+                         f"set VideoConfig(size={lam.cfg.image_size})")
     lam = for_inference(lam)
     device = next(lam.parameters()).device
     buf: list[np.ndarray] = []  # frames at stream positions base, base + 1, ...
@@ -149,10 +153,10 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
         del buf[:drop]
         base += drop
 
-    for frame, index, t in iter_video(path, video_cfg):
+    for frame, index, seconds in iter_video(path, video_cfg):
         buf.append(frame)
         indices.append(index)
-        times.append(t)
+        times.append(seconds)
         flush(final=False)
     flush(final=True)
     if len(indices) < 2:
