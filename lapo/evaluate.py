@@ -100,14 +100,22 @@ def normalized_return(mean: float, random_mean: float, demonstrator_mean: float)
     return float((mean - random_mean) / gap) if gap != 0 else float("nan")
 
 
-def save_gif(frames: list[np.ndarray], path: str | Path, fps: int = 15, scale: int = 3) -> Path:
-    """Write ``(H, W, 3)`` uint8 frames as an animated GIF, upscaled ``scale``× (nearest)."""
-    from PIL import Image
+def save_gif(frames: list[np.ndarray], path: str | Path, fps: int = 15, scale: int = 3,
+             captions: list[str] | None = None) -> Path:
+    """Write ``(H, W, 3)`` uint8 frames as an animated GIF, upscaled ``scale``× (nearest), each with
+    its caption (if given) drawn in the top-left corner. Written via a temporary name."""
+    from PIL import Image, ImageDraw
 
-    if not frames:
+    if len(frames) == 0:
         raise ValueError("no frames to write")
-    images = [Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
-              for f in frames]
+    images = []
+    for i, f in enumerate(frames):
+        img = Image.fromarray(f).resize((f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST)
+        if captions is not None:
+            draw = ImageDraw.Draw(img)
+            draw.rectangle((0, 0, 8 * len(captions[i]) + 4, 14), fill=(0, 0, 0))
+            draw.text((2, 1), captions[i], fill=(255, 255, 0))
+        images.append(img)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.gif")

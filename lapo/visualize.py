@@ -32,22 +32,10 @@ def _matplotlib():
 def codes_gif(frames_MHWC: np.ndarray, codes_MG: np.ndarray, path: str | os.PathLike, fps: int = 15,
               scale: int = 4) -> Path:
     """GIF of frames ``(M, H, W, 3)`` uint8 with each row of ``codes_MG`` drawn in the corner."""
-    from PIL import Image, ImageDraw
+    from lapo.evaluate import save_gif
 
-    images = []
-    for frame, code in zip(frames_MHWC, codes_MG):
-        img = Image.fromarray(frame).resize((frame.shape[1] * scale, frame.shape[0] * scale), Image.NEAREST)
-        draw = ImageDraw.Draw(img)
-        text = "code " + "/".join(str(int(c)) for c in code)
-        draw.rectangle((0, 0, 8 * len(text) + 4, 14), fill=(0, 0, 0))
-        draw.text((2, 1), text, fill=(255, 255, 0))
-        images.append(img)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.gif")
-    images[0].save(tmp, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
-    tmp.replace(path)
-    return path
+    captions = ["code " + "/".join(str(int(c)) for c in code) for code in codes_MG]
+    return save_gif(list(frames_MHWC), path, fps, scale, captions)
 
 
 def pca_2d(latents_ML: np.ndarray) -> np.ndarray:
