@@ -8,7 +8,7 @@ k labeled transitions (``head_input``):
   when the agent acts. Measured on CoinRun in a small run (250k-step demonstrator, 50k frames,
   1,000 LAM steps, k=256): mean return 6.1 vs 3.8 for ``"idm"`` (demonstrator 6.4, random 2.8;
   100 unseen levels each). At quickstart scale (3,000 LAM steps, 100k frames) ``"idm"`` scored
-  a little higher in two runs (0.82 vs 0.79 and 0.85 vs 0.74 normalized return; CIs overlap).
+  a little higher in two runs (0.78 vs 0.77 and 0.85 vs 0.74 normalized return; CIs overlap).
 - ``"idm"``: the IDM's latent of the transition (LAPO's decoder), which the policy's predictions
   ``E[z | o_t]`` only approximate.
 
