@@ -164,6 +164,7 @@ def import_videos(cfg: ImportVideoConfig) -> tuple[Path | None, list[str]]:
     from tqdm import tqdm
 
     from envs.dataset import EpisodeWriter
+    from lapo.checkpoint import jsonable
 
     if Path(cfg.out).exists() and not cfg.overwrite:
         raise FileExistsError(f"{cfg.out} already exists; pass --overwrite to replace it or choose another --out")
@@ -187,8 +188,7 @@ def import_videos(cfg: ImportVideoConfig) -> tuple[Path | None, list[str]]:
             writer.abort()
             return None, failures
         writer.meta.update({"source": {"kind": "video", "files": sources, "failed": failures},
-                            "video": {"size": cfg.video.size, "mode": cfg.video.mode,
-                                      "fps": cfg.video.fps, "stride": cfg.video.stride}})
+                            "video": jsonable(cfg.video)})
         return writer.close(), failures
     except BaseException:
         writer.abort()

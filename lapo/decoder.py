@@ -116,6 +116,16 @@ def probe_accuracy(train_latents: np.ndarray, train_actions: np.ndarray, test_la
             "majority_accuracy": float((test_actions == majority).mean())}
 
 
+def head_latents(head_input: str, policy: nn.Module, frames, labels_latents, indices: np.ndarray) -> np.ndarray:
+    """The ``(k, L)`` latents a head is fitted on: ``"policy"`` -> ``π(o_t)``; ``"idm"`` -> the
+    IDM labels ``labels_latents[indices]``. Raises ``ValueError`` for another ``head_input``."""
+    if head_input == "policy":
+        return policy_latents(policy, frames, indices)
+    if head_input == "idm":
+        return np.asarray(labels_latents[indices], np.float32)
+    raise ValueError(f"head_input {head_input!r}: choose 'policy' or 'idm'")
+
+
 @torch.no_grad()
 def policy_latents(policy: nn.Module, frames, indices: np.ndarray, batch_size: int = 512) -> np.ndarray:
     """The latent policy's predictions ``π(o_t)`` for frames ``indices``: ``(k, L)`` float32.

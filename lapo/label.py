@@ -121,6 +121,7 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
             ``video_cfg.size`` is not the LAM's image size.
     """
     from envs.video import VideoError, iter_video
+    from lapo.checkpoint import jsonable
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -168,8 +169,7 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
         np.save(tmp / "timestamps.npy", np.asarray(times[:-1], np.float64))
         (tmp / "meta.json").write_text(json.dumps(
             {"source": str(path), "lam": str(getattr(lam, "checkpoint_path", "")),
-             "video": {"size": video_cfg.size, "mode": video_cfg.mode, "fps": video_cfg.fps,
-                       "stride": video_cfg.stride},
+             "video": jsonable(video_cfg),
              "num_frames": len(indices), "num_transitions": len(indices) - 1,
              "latent_dim": lam.cfg.latent_dim, "groups": lam.cfg.groups}, indent=2))
     return out

@@ -81,7 +81,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     from envs.demonstrator import Demonstrator, shipped_demonstrator
     from lapo.agent import Agent
     from lapo.checkpoint import save_checkpoint
-    from lapo.decoder import fit_action_head, policy_latents
+    from lapo.decoder import fit_action_head, head_latents
     from lapo.evaluate import evaluate, normalized_return, random_act, save_gif
     from lapo.io import atomic_write_text
     from lapo.label import Labels, label_dataset
@@ -132,12 +132,12 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     subset = ds.labeled_subset(cfg.k, cfg.seed)
     n_actions = int(ds.meta.get("n_actions", 15))
     head_cfg = dataclasses.replace(cfg.head, latent_dim=cfg.lam.latent_dim, n_actions=n_actions)
-    agent = Agent(policy, fit_action_head(policy_latents(policy, ds.frames, subset.indices), subset.actions,
-                                          head_cfg, cfg.seed))
+    agent = Agent(policy, fit_action_head(head_latents("policy", policy, ds.frames, labels.latents, subset.indices),
+                                          subset.actions, head_cfg, cfg.seed))
     agent_dir = agent.save_pretrained(run / "agent", k=cfg.k, labeled_indices_seed=cfg.seed, lam=str(lam_dir),
                                       head_input="policy")
-    idm_agent = Agent(policy, fit_action_head(np.asarray(labels.latents[subset.indices]), subset.actions,
-                                              head_cfg, cfg.seed))
+    idm_agent = Agent(policy, fit_action_head(head_latents("idm", policy, ds.frames, labels.latents, subset.indices),
+                                              subset.actions, head_cfg, cfg.seed))
     lap("fit_head")
     # --- baseline: BC on the same k labeled transitions ---
     bc_cfg = dataclasses.replace(cfg.policy, out_dim=n_actions)

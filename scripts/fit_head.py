@@ -9,13 +9,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import tyro
 
 from envs.dataset import EpisodeDataset
 from lapo.agent import Agent
 from lapo.checkpoint import load_weights, read_config
-from lapo.decoder import ActionHeadConfig, fit_action_head, policy_latents
+from lapo.decoder import ActionHeadConfig, fit_action_head, head_latents
 from lapo.label import Labels
 from lapo.policy import Policy, PolicyConfig
 
@@ -52,8 +51,7 @@ def main(args: Args) -> None:
     subset = ds.labeled_subset(args.k, args.seed)
     cfg = dataclasses.replace(args.head, latent_dim=int(labels.meta["latent_dim"]),
                               n_actions=int(ds.meta.get("n_actions", 15)))
-    latents = (policy_latents(policy, ds.frames, subset.indices) if args.head_input == "policy"
-               else np.asarray(labels.latents[subset.indices]))
+    latents = head_latents(args.head_input, policy, ds.frames, labels.latents, subset.indices)
     head = fit_action_head(latents, subset.actions, cfg, args.seed)
     agent = Agent(policy, head)
     print(f"wrote {agent.save_pretrained(args.out, k=args.k, labeled_indices_seed=args.seed, head_input=args.head_input)}")
