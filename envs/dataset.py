@@ -140,22 +140,26 @@ class EpisodeDataset:
         return out
 
     # --- labels: the only doors to true actions ---
-    def labeled_subset(self, k: int, seed: int = 0) -> LabeledSubset:
-        """Draw ``k`` transitions uniformly without replacement (``np.random.default_rng(seed)``).
+    def labeled_subset(self, k: int, seed: int = 0, pool: np.ndarray | None = None) -> LabeledSubset:
+        """Draw ``k`` transitions uniformly without replacement (``np.random.default_rng(seed)``)
+        from ``pool`` (default: every transition), and read their actions.
 
         Raises:
-            ValueError: the dataset has no actions, or ``k`` is < 1 or larger than the number of
-                transitions.
+            ValueError: the dataset has no actions, ``pool`` holds a non-transition index, or ``k``
+                is < 1 or larger than the pool.
         """
         if not self.has_actions:
             raise ValueError(f"{self.path} has no actions.npy: it is action-free, so no labeled subset "
                              "exists; collect with a demonstrator or label a few transitions")
-        m = len(self.transition_indices)
+        pool = self.transition_indices if pool is None else np.asarray(pool, np.int64)
+        if not np.isin(pool, self.transition_indices).all():
+            raise ValueError("labeled_subset: pool must hold transition indices only (see transition_indices)")
+        m = len(pool)
         if not 1 <= k <= m:
-            raise ValueError(f"k={k} labeled transitions requested but {self.path} has {m}; "
+            raise ValueError(f"k={k} labeled transitions requested but {self.path} has {m} to draw from; "
                              f"choose 1 <= k <= {m}")
         rng = np.random.default_rng(seed)
-        idx = np.sort(rng.choice(self.transition_indices, size=k, replace=False))
+        idx = np.sort(rng.choice(pool, size=k, replace=False))
         actions = np.load(self.path / "actions.npy", mmap_mode="r")[idx].astype(np.int64)
         return LabeledSubset(idx, actions, seed)
 

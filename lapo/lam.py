@@ -7,7 +7,7 @@ frames alone with the FDM's reconstruction loss (LAPO Eq. 1-2), the only route f
 about ``o_{t+1}`` is the narrow latent, so it learns to encode what the frames cannot predict:
 mostly the action.
 
-The IDM is a Nature CNN over the three full-resolution frames stacked on channels. The FDM is a
+The IDM is a Nature CNN (or LAPO's IMPALA CNN) over the three full-resolution frames stacked on channels. The FDM is a
 small U-Net that predicts the residual ``o_{t+1} - o_t`` (so it starts at the copy-last-frame
 baseline, which every log reports beside the FDM loss) at ``fdm_size`` pixels (frames are
 average-pooled to it): on a 2-core CPU a 32×32 FDM trains ~5× faster than a 64×64 one, and camera
@@ -28,7 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lapo.nets import ConvEncoder, NatureCNN, to_float, up_block
+from lapo.nets import ConvEncoder, build_encoder, to_float, up_block
 from lapo.vq import build_quantizer, perplexity
 
 
@@ -38,8 +38,10 @@ class LAMConfig:
 
     image_size: int = 64
     """H = W of the frames, pixels."""
-    idm_channels: tuple[int, int, int] = (32, 64, 64)
-    """IDM Nature-CNN conv widths."""
+    idm_encoder: str = "nature"
+    """IDM network: ``nature`` (Nature CNN) or ``impala`` (IMPALA CNN, LAPO's)."""
+    idm_channels: tuple[int, ...] = (32, 64, 64)
+    """IDM conv widths (Nature CNN: three convs; IMPALA: one per stack, (16, 32, 32) × scale)."""
     idm_hidden: int = 256
     """IDM MLP width."""
     fdm_size: int = 32
@@ -115,7 +117,8 @@ class LatentActionModel(nn.Module):
     def __init__(self, cfg: LAMConfig):
         super().__init__()
         self.cfg = cfg
-        self.idm = NatureCNN(9, cfg.image_size, cfg.idm_channels, cfg.idm_hidden, cfg.latent_dim)
+        self.idm = build_encoder(cfg.idm_encoder, 9, cfg.image_size, cfg.idm_channels, cfg.idm_hidden,
+                                 cfg.latent_dim)
         # standardize each latent dim over the batch before the quantizer's bound: otherwise the
         # small initial IDM outputs all round to FSQ's zero level and the latent starts unused
         self.idm_norm = nn.BatchNorm1d(cfg.latent_dim, affine=False)

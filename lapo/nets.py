@@ -82,3 +82,50 @@ class NatureCNN(nn.Module):
 
     def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
         return self.head(self.convs(x_BCHW))
+
+
+class ResidualBlock(nn.Module):
+    """IMPALA residual block: ``x + conv(relu(conv(relu(x))))``, 3×3 convs, shape-preserving."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv0 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x_BFHW: torch.Tensor) -> torch.Tensor:
+        return x_BFHW + self.conv1(torch.relu(self.conv0(torch.relu(x_BFHW))))
+
+
+class ImpalaCNN(nn.Module):
+    """IMPALA CNN (Espeholt et al. 2018, Fig. 3; the Procgen paper's network, LAPO's encoder at
+    ``channels = (16, 32, 32) × scale``): per stack a 3×3 conv, 3×3/2 max-pool and two residual
+    blocks, then ReLU + MLP. ``(B, C, 64, 64)`` float -> ``(B, out_dim)``. Same arguments as
+    :class:`NatureCNN`; at scale 4 it is a network for a GPU, not for a 2-core CPU."""
+
+    def __init__(self, in_channels: int, image_size: int, channels: tuple[int, ...], hidden: int,
+                 out_dim: int):
+        super().__init__()
+        layers, c_in = [], in_channels
+        for c in channels:
+            layers += [nn.Conv2d(c_in, c, 3, padding=1), nn.MaxPool2d(3, 2, padding=1),
+                       ResidualBlock(c), ResidualBlock(c)]
+            c_in = c
+        self.convs = nn.Sequential(*layers, nn.ReLU(), nn.Flatten())
+        with torch.no_grad():
+            n_flat = self.convs(torch.zeros(1, in_channels, image_size, image_size)).shape[1]
+        self.head = nn.Sequential(nn.Linear(n_flat, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))
+
+    def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        return self.head(self.convs(x_BCHW))
+
+
+ENCODERS = {"nature": NatureCNN, "impala": ImpalaCNN}
+
+
+def build_encoder(kind: str, in_channels: int, image_size: int, channels: tuple[int, ...], hidden: int,
+                  out_dim: int) -> nn.Module:
+    """``"nature"`` (:class:`NatureCNN`, three conv widths) or ``"impala"`` (:class:`ImpalaCNN`, one
+    width per stack). Raises ``ValueError`` for another kind."""
+    if kind not in ENCODERS:
+        raise ValueError(f"encoder {kind!r}: choose one of {sorted(ENCODERS)}")
+    return ENCODERS[kind](in_channels, image_size, tuple(channels), hidden, out_dim)

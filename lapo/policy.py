@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lapo.nets import NatureCNN, to_float
+from lapo.nets import build_encoder, to_float
 
 
 @dataclass
@@ -27,8 +27,10 @@ class PolicyConfig:
 
     image_size: int = 64
     """H = W of observations, pixels."""
-    channels: tuple[int, int, int] = (32, 64, 64)
-    """Nature-CNN conv widths."""
+    encoder: str = "nature"
+    """``nature`` (Nature CNN) or ``impala`` (IMPALA CNN), see :func:`lapo.nets.build_encoder`."""
+    channels: tuple[int, ...] = (32, 64, 64)
+    """Conv widths: Nature CNN's three convs, or one per IMPALA stack ((16, 32, 32) × scale)."""
     hidden: int = 512
     """MLP hidden width."""
     out_dim: int = 8
@@ -46,7 +48,7 @@ class Policy(nn.Module):
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
         self.cfg = cfg
-        self.net = NatureCNN(3, cfg.image_size, cfg.channels, cfg.hidden, cfg.out_dim)
+        self.net = build_encoder(cfg.encoder, 3, cfg.image_size, cfg.channels, cfg.hidden, cfg.out_dim)
 
     def forward(self, obs_BHWC: torch.Tensor) -> torch.Tensor:
         return self.net(to_float(obs_BHWC[:, None]))  # (B, 3, H, W) float
@@ -84,13 +86,17 @@ class PolicyTrainConfig:
             raise ValueError(f"shift must be >= 0, got {self.shift}")
 
 
-def random_shift(obs_BHWC: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
+def random_shift(obs: torch.Tensor, shift: int, generator: torch.Generator) -> torch.Tensor:
     """Pad by ``shift`` (edge) and crop back at a random offset per sample (DrQ, Kostrikov et al. 2020).
-    uint8 ``(B, H, W, C)`` in and out."""
+    uint8 ``(B, H, W, C)`` or windows ``(B, T, H, W, C)`` (one offset for all T frames) in and out."""
     if shift == 0:
-        return obs_BHWC
-    B, H, W, C = obs_BHWC.shape
-    padded = F.pad(obs_BHWC.permute(0, 3, 1, 2).float(), (shift,) * 4, mode="replicate")  # (B, C, H+2s, W+2s)
+        return obs
+    if obs.ndim == 5:  # fold the window's frames into channels so they move together
+        B, T, H, W, C = obs.shape
+        folded = obs.permute(0, 2, 3, 1, 4).reshape(B, H, W, T * C)
+        return random_shift(folded, shift, generator).view(B, H, W, T, C).permute(0, 3, 1, 2, 4)
+    B, H, W, C = obs.shape
+    padded = F.pad(obs.permute(0, 3, 1, 2).float(), (shift,) * 4, mode="replicate")  # (B, C, H+2s, W+2s)
     dx, dy = (torch.randint(0, 2 * shift + 1, (2, B), generator=generator))
     rows = (dy[:, None] + torch.arange(H)[None])  # (B, H)
     cols = (dx[:, None] + torch.arange(W)[None])  # (B, W)
@@ -113,6 +119,21 @@ def train_policy(frames, indices: np.ndarray, targets: np.ndarray, model_cfg: Po
     Raises:
         ValueError: ``loss`` unknown, or indices/targets lengths differ, or no indices.
     """
+    torch.manual_seed(train_cfg.seed)
+    return fit_network(Policy(model_cfg), lambda i: np.asarray(frames[i]), indices, targets, train_cfg,
+                       loss, writer, tag)
+
+
+def fit_network(model: nn.Module, fetch, indices: np.ndarray, targets: np.ndarray,
+                train_cfg: PolicyTrainConfig, loss: str, writer=None, tag: str = "policy") -> nn.Module:
+    """The supervised loop shared by policies and the supervised IDM baseline: AdamW, warmup +
+    cosine LR, random-shift augmentation, minibatches drawn with replacement.
+
+    Args:
+        model: maps a uint8 batch ``fetch(i)`` to ``(B, out)`` outputs; returned in eval mode.
+        fetch: ``(B,)`` sorted int indices -> uint8 numpy array ``(B, H, W, C)`` or ``(B, T, H, W, C)``.
+        indices, targets, train_cfg, loss, writer, tag: as in :func:`train_policy`.
+    """
     from tqdm import tqdm
 
     from lapo.training import Throughput, autocast, cosine_lr, pick_device
@@ -123,11 +144,10 @@ def train_policy(frames, indices: np.ndarray, targets: np.ndarray, model_cfg: Po
         raise ValueError(f"need matching, non-empty indices and targets, got {len(indices)} and {len(targets)}")
     # --- build ---
     device = pick_device(train_cfg.device)
-    torch.manual_seed(train_cfg.seed)
     gen = torch.Generator().manual_seed(train_cfg.seed)
     rng = np.random.default_rng(train_cfg.seed)
-    policy = Policy(model_cfg).to(device)
-    opt = torch.optim.AdamW(policy.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    model = model.to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
     targets_t = torch.as_tensor(np.asarray(targets))
     meter = Throughput()
     # --- loop ---
@@ -137,10 +157,10 @@ def train_policy(frames, indices: np.ndarray, targets: np.ndarray, model_cfg: Po
         j = rng.integers(0, len(indices), train_cfg.batch_size)
         order = np.argsort(indices[j])  # sorted reads from the memory map
         j = j[order]
-        obs = random_shift(torch.from_numpy(np.asarray(frames[indices[j]])), train_cfg.shift, gen).to(device)
+        obs = random_shift(torch.from_numpy(fetch(indices[j])), train_cfg.shift, gen).to(device)
         y = targets_t[j].to(device)
         with autocast(device, train_cfg.precision):
-            out = policy(obs).float()
+            out = model(obs).float()
         batch_loss = F.mse_loss(out, y.float()) if loss == "mse" else F.cross_entropy(out, y.long())
         opt.zero_grad(set_to_none=True)
         batch_loss.backward()
@@ -148,4 +168,4 @@ def train_policy(frames, indices: np.ndarray, targets: np.ndarray, model_cfg: Po
         if writer and (step % train_cfg.log_every == 0 or step == train_cfg.steps - 1):
             writer.add_scalar(f"train/{tag}_loss", float(batch_loss), step)
             writer.add_scalar(f"charts/{tag}_SPS", meter.tick(train_cfg.batch_size * train_cfg.log_every), step)
-    return policy.eval()
+    return model.eval()

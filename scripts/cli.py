@@ -11,7 +11,8 @@ from envs.demonstrator import TrainExpertConfig
 from envs.video import ImportVideoConfig
 from lapo.pipeline import QuickstartConfig
 from lapo.visualize import VisualizeConfig
-from scripts import (collect, evaluate, fit_head, import_video, label, quickstart, train_expert, train_lam,
+from lapo.benchmark import PRESETS as BENCHMARK_PRESETS
+from scripts import (benchmark, collect, evaluate, fit_head, import_video, label, quickstart, train_expert, train_lam,
                      train_policy, visualize)
 
 COMMANDS = {
@@ -25,6 +26,7 @@ COMMANDS = {
     "visualize": (VisualizeConfig, visualize.main, "GIF of codes, latent embedding, code-vs-action matrix"),
     "evaluate": (evaluate.Args, evaluate.main, "returns on unseen levels"),
     "quickstart": (QuickstartConfig, quickstart.main, "the whole pipeline on CoinRun"),
+    "benchmark": (BENCHMARK_PRESETS, benchmark.main, "all methods × k × seeds per game (presets: cpu, paper)"),
 }
 
 
@@ -38,7 +40,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(0 if args and args[0] in ("-h", "--help") else 2)
     name = args[0]
     cls, fn, doc = COMMANDS[name]
-    fn(tyro.cli(cls, args=args[1:], prog=f"lapo {name}", description=doc))
+    if isinstance(cls, dict):  # named presets: `lapo NAME PRESET [overrides]`
+        fn(tyro.extras.overridable_config_cli(cls, args=args[1:], prog=f"lapo {name}", description=doc))
+    else:
+        fn(tyro.cli(cls, args=args[1:], prog=f"lapo {name}", description=doc))
 
 
 if __name__ == "__main__":

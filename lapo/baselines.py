@@ -1,0 +1,76 @@
+"""The inverse-dynamics baseline: a supervised IDM trained on k labeled transitions labels the
+video with real actions, then BC learns from those pseudo-labels.
+
+This is VPT's recipe (Baker et al. 2022, §2: IDM on a small labeled set -> pseudo-label the
+unlabeled video -> behaviour cloning) and BCO(0) (Torabi et al. 2018) without its online phase.
+The IDM is the LAM's IDM network (same encoder over ``(o_{t-1}, o_t, o_{t+1})``) with a softmax over
+real actions instead of the latent bottleneck, so the two methods differ in the objective, not
+the network. Pseudo-labels are the IDM's argmax actions.
+
+Dimension keys: B batch, T=3 window frames, H W C image, A actions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from lapo.nets import build_encoder, to_float
+
+
+@dataclass
+class SupervisedIDMConfig:
+    """Architecture of the supervised IDM (the benchmark copies it from the LAM's IDM)."""
+
+    image_size: int = 64
+    """H = W of the frames, pixels."""
+    encoder: str = "nature"
+    """``nature`` or ``impala``."""
+    channels: tuple[int, ...] = (32, 64, 64)
+    """Conv widths."""
+    hidden: int = 256
+    """MLP width."""
+    n_actions: int = 15
+    """A, real actions."""
+
+
+class SupervisedIDM(nn.Module):
+    """``(B, 3, H, W, C)`` uint8 windows ``(o_{t-1}, o_t, o_{t+1})`` -> ``(B, A)`` action logits."""
+
+    def __init__(self, cfg: SupervisedIDMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.net = build_encoder(cfg.encoder, 9, cfg.image_size, cfg.channels, cfg.hidden, cfg.n_actions)
+
+    def forward(self, window_B3HWC: torch.Tensor) -> torch.Tensor:
+        return self.net(to_float(window_B3HWC))
+
+
+def train_supervised_idm(ds, indices: np.ndarray, actions: np.ndarray, cfg: SupervisedIDMConfig,
+                         train_cfg, writer=None) -> SupervisedIDM:
+    """Fit a :class:`SupervisedIDM` by cross-entropy on labeled transitions.
+
+    Args:
+        ds: :class:`envs.dataset.EpisodeDataset` (its windows are read, never its actions).
+        indices: (k,) transition indices of the labeled subset.
+        actions: (k,) int64 true actions of those transitions.
+        cfg: network; train_cfg: :class:`lapo.policy.PolicyTrainConfig` (steps, batch, lr, shift, seed).
+    """
+    from lapo.policy import fit_network
+
+    torch.manual_seed(train_cfg.seed)
+    return fit_network(SupervisedIDM(cfg), ds.idm_window, np.asarray(indices), np.asarray(actions),
+                       train_cfg, "ce", writer, tag="supervised_idm")
+
+
+@torch.no_grad()
+def pseudo_label(idm: SupervisedIDM, ds, t: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """The IDM's argmax action for each transition ``t``: ``(M,)`` int64."""
+    idm.eval()
+    device = next(idm.parameters()).device
+    out = [idm(torch.from_numpy(ds.idm_window(t[i:i + batch_size])).to(device)).argmax(-1).cpu()
+           for i in range(0, len(t), batch_size)]
+    return torch.cat(out).numpy().astype(np.int64)

@@ -1,0 +1,560 @@
+"""``lapo benchmark``: latent-action policies side by side with the baselines, per game, k and seed.
+
+For each game (video from its shipped demonstrator), each k (labeled transitions) and each seed,
+on the same video, the same k labeled transitions and the same unseen evaluation levels:
+
+=================  ====================================================================  =======
+method             what it trains                                                         actions
+=================  ====================================================================  =======
+``random``         nothing (uniform actions; normalization reference 0)                   none
+``demonstrator``   nothing (the PPO agent that made the video; reference 1)               none
+``oracle_bc``      BC on every transition of the video with its true action               all
+``bc``             BC on the k labeled transitions only                                   k
+``idm``            supervised IDM on the k -> pseudo-labels for the video -> BC (VPT)     k
+``ours``           LAM on frames -> latent BC -> k-shot action head (LAPO §3)             k
+=================  ====================================================================  =======
+
+The LAM and latent policy of a seed are trained once and reused for every k. All policies share
+one network (:class:`lapo.policy.PolicyConfig`), the supervised IDM copies the LAM's IDM network,
+and every BC stage on the whole video (oracle, IDM pseudo-labels, latent) trains for the same
+``policy_train`` budget.
+
+True actions are read in exactly three places: the labeled subset (``labeled_subset``, k per
+seed), the oracle baseline, and the held-out probe episodes, whose actions only score
+predictions (probe and action accuracy). Those episodes are excluded from every training set that
+uses actions (the labeled draws, oracle BC) and from the BC stages.
+
+Every (game, method, k, seed) result is a JSON cell under ``run_dir/cells``, written when it
+finishes; a rerun skips finished cells, and the shared stages (dataset, LAM, labels, latent
+policy) are checkpoints under ``run_dir/GAME/``. A new game, method, k or seed adds only its own
+cells. Changing any other setting needs a new ``run_dir`` (checked against
+``run_dir/benchmark_config.json``).
+
+Metrics per (game, method, k): mean return over seeds (each seed's mean over its episodes), a 95%
+CI from a two-level bootstrap (resample seeds, then episodes within each), normalized return
+``(R - R_random) / (R_demonstrator - R_random)`` with both references averaged over the same seeds
+and levels, probe accuracy (``ours``: a k-shot head on IDM latents, LAPO §4.2's probe; ``idm``:
+the supervised IDM) and action accuracy (the agent's argmax action) on held-out transitions.
+
+Dimension keys: N frames, M transitions, k labeled transitions, A actions, L latent dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from envs.procgen import check_game
+from lapo.decoder import ActionHeadConfig
+from lapo.lam import LAMConfig, LAMTrainConfig
+from lapo.policy import PolicyConfig, PolicyTrainConfig
+
+REFERENCES = ("random", "demonstrator")
+METHODS = ("oracle_bc", "bc", "idm", "ours")
+K_METHODS = ("bc", "idm", "ours")  # methods whose result depends on k
+METHOD_NAMES = {"random": "random", "demonstrator": "demonstrator", "oracle_bc": "oracle BC (all actions)",
+                "bc": "BC on k labels", "idm": "IDM on k labels -> BC", "ours": "latent policy + k-shot head"}
+SWEEP_FIELDS = ("games", "ks", "seeds", "methods", "run_dir", "threads")  # may change between reruns
+
+
+@dataclass
+class BenchmarkConfig:
+    """``lapo benchmark {cpu,paper}``: the sweep and every training budget (presets below)."""
+
+    games: tuple[str, ...] = ("coinrun",)
+    """Procgen games; each needs a shipped demonstrator (``envs/demonstrators/GAME``)."""
+    ks: tuple[int, ...] = (16, 64, 256, 1024)
+    """Numbers of labeled transitions."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds: labeled-subset draw, network inits and evaluation levels."""
+    methods: tuple[str, ...] = METHODS
+    """Methods besides the two references (random, demonstrator), which always run."""
+    run_dir: Path = Path("runs/benchmark")
+    """Cells, shared checkpoints, results.json, results.md and the plot."""
+    num_frames: int = 100_000
+    """Video frames per game (whole episodes, demonstrator on training levels)."""
+    distribution_mode: str = "easy"
+    """Procgen difficulty."""
+    eval_episodes: int = 100
+    """Episodes per (method, seed) on unseen levels; the same levels for every method of a seed."""
+    probe_fraction: float = 0.05
+    """Fraction of the video's episodes held out for probe/action accuracy (never trained on)."""
+    probe_max: int = 2048
+    """At most this many held-out transitions are scored (evenly spaced)."""
+    lam: LAMConfig = field(default_factory=LAMConfig)
+    """Latent action model."""
+    lam_train: LAMTrainConfig = field(default_factory=lambda: LAMTrainConfig(steps=2000, probe_k=0))
+    """LAM training (its ``seed`` is replaced by each benchmark seed)."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """The one policy network of every method (``out_dim`` is set per use)."""
+    policy_train: PolicyTrainConfig = field(default_factory=lambda: PolicyTrainConfig(steps=1000))
+    """BC on the whole video: latent BC, oracle BC, BC on IDM pseudo-labels."""
+    bc_train: PolicyTrainConfig = field(default_factory=lambda: PolicyTrainConfig(steps=500))
+    """BC on the k labeled transitions."""
+    idm_train: PolicyTrainConfig = field(default_factory=lambda: PolicyTrainConfig(steps=500, batch_size=64))
+    """Supervised IDM on the k labeled transitions."""
+    head: ActionHeadConfig = field(default_factory=ActionHeadConfig)
+    """k-shot action head (latent_dim and n_actions are set from the LAM and the game)."""
+    head_input: str = "policy"
+    """Latents the head is fitted on: ``policy`` (π(o_t)) or ``idm`` (see :mod:`lapo.decoder`)."""
+    threads: int = 0
+    """torch CPU threads (0 = torch's default, all cores)."""
+
+    def __post_init__(self):
+        self.games, self.ks, self.seeds, self.methods = (tuple(self.games), tuple(self.ks), tuple(self.seeds),
+                                                         tuple(self.methods))
+        for game in self.games:
+            check_game(game, self.distribution_mode)
+        if not self.games or not self.seeds:
+            raise ValueError("need at least one game and one seed")
+        if any(k < 1 for k in self.ks):
+            raise ValueError(f"every k must be >= 1, got {self.ks}")
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad:
+            raise ValueError(f"unknown methods {bad}; choose from {list(METHODS)}")
+        if self.eval_episodes < 2:
+            raise ValueError(f"eval_episodes must be >= 2 for a confidence interval, got {self.eval_episodes}")
+        if not 0 < self.probe_fraction < 1:
+            raise ValueError(f"probe_fraction must be in (0, 1), got {self.probe_fraction}")
+        if self.head_input not in ("policy", "idm"):
+            raise ValueError(f"head_input {self.head_input!r}: choose 'policy' or 'idm'")
+
+
+def cpu_preset() -> BenchmarkConfig:
+    """One game on a 2-core CPU in about an hour: Nature CNNs, FSQ, 100k frames, 2k LAM steps."""
+    return BenchmarkConfig()
+
+
+def paper_preset() -> BenchmarkConfig:
+    """LAPO's sizes, for a GPU: IMPALA CNN at scale 4, two 64-entry VQ codebooks, 50k LAM steps,
+    1M frames per game, bf16."""
+    impala = (64, 128, 128)  # (16, 32, 32) × 4
+    return BenchmarkConfig(
+        games=("coinrun", "starpilot", "fruitbot", "maze"), run_dir=Path("runs/benchmark_paper"),
+        num_frames=1_000_000, eval_episodes=500,
+        lam=LAMConfig(idm_encoder="impala", idm_channels=impala, idm_hidden=256, fdm_size=64,
+                      widths=(64, 128, 256), latent_dim=128, quantizer="vq", groups=2, codebook_size=64),
+        lam_train=LAMTrainConfig(steps=50_000, batch_size=128, lr=3e-4, probe_k=0, precision="bf16"),
+        policy=PolicyConfig(encoder="impala", channels=impala, hidden=256),
+        policy_train=PolicyTrainConfig(steps=50_000, batch_size=128, precision="bf16"),
+        bc_train=PolicyTrainConfig(steps=5_000, precision="bf16"),
+        idm_train=PolicyTrainConfig(steps=5_000, batch_size=128, precision="bf16"),
+    )
+
+
+PRESETS = {"cpu": ("one game in ~1 h on a 2-core CPU (Nature CNN, FSQ, 100k frames)", cpu_preset()),
+           "paper": ("LAPO sizes for a GPU (IMPALA ×4, 2 × 64-entry VQ, 50k LAM steps)", paper_preset())}
+
+
+# ----------------------------------------------------------------------------------------------
+# cells
+# ----------------------------------------------------------------------------------------------
+
+
+def cell_path(run_dir: Path, game: str, method: str, k: int | None, seed: int) -> Path:
+    """``run_dir/cells/GAME/METHOD/k{K}|all/seed{S}.json``."""
+    return Path(run_dir) / "cells" / game / method / (f"k{k}" if k is not None else "all") / f"seed{seed}.json"
+
+
+class GameRun:
+    """One game's video, held-out probe transitions and per-seed shared stages (built lazily,
+    cached as checkpoints under ``run_dir/GAME``)."""
+
+    def __init__(self, cfg: BenchmarkConfig, game: str):
+        from envs.collect import CollectConfig, collect
+        from envs.dataset import EpisodeDataset
+        from envs.demonstrator import shipped_demonstrator
+        from lapo.pipeline import same_collection
+
+        self.cfg, self.game = cfg, game
+        self.dir = Path(cfg.run_dir) / game
+        self.demonstrator_dir = shipped_demonstrator(game)
+        data_dir = self.dir / "dataset"
+        collect_cfg = CollectConfig(out=data_dir, env_name=game, num_frames=cfg.num_frames,
+                                    demonstrator=self.demonstrator_dir, distribution_mode=cfg.distribution_mode,
+                                    overwrite=True)
+        if not same_collection(data_dir, collect_cfg):
+            collect(collect_cfg)
+        self.ds = EpisodeDataset(data_dir)
+        self.n_actions = int(self.ds.meta.get("n_actions", 15))
+        # held-out episodes: never in a training set that uses actions, never in a BC stage
+        self.train_t, test_t = self.ds.episode_split(cfg.probe_fraction, seed=0)
+        self.test_t = test_t[np.linspace(0, len(test_t) - 1, min(len(test_t), cfg.probe_max)).astype(int)]
+        self._test_actions = None
+        self._shared: dict[tuple[str, int], object] = {}
+
+    # --- the doors to true actions ---
+    def subset(self, k: int, seed: int):
+        """The k labeled transitions of a seed (drawn from the training episodes)."""
+        return self.ds.labeled_subset(k, seed, pool=self.train_t)
+
+    def oracle_actions(self) -> np.ndarray:
+        """Every training transition's true action: for ``oracle_bc`` only."""
+        return np.asarray(self.ds.oracle_actions()[self.train_t], np.int64)
+
+    def test_actions(self) -> np.ndarray:
+        """Held-out transitions' true actions: for scoring only."""
+        if self._test_actions is None:
+            self._test_actions = np.asarray(self.ds.oracle_actions()[self.test_t], np.int64)
+        return self._test_actions
+
+    # --- shared per-seed stages (frames only) ---
+    def latent_stages(self, seed: int):
+        """``(Labels, latent policy)`` of a seed: LAM -> labels -> latent BC, each loaded if saved."""
+        if ("latent", seed) in self._shared:
+            return self._shared[("latent", seed)]
+        from lapo.checkpoint import load_weights, save_checkpoint
+        from lapo.label import Labels, label_dataset
+        from lapo.lam import train_lam
+        from lapo.policy import Policy, train_policy
+
+        cfg, d = self.cfg, self.dir / f"seed{seed}"
+        if not (d / "lam" / "model.safetensors").is_file():
+            train_lam(self.ds.path, d / "lam", cfg.lam, dataclasses.replace(cfg.lam_train, seed=seed),
+                      log_dir=d / "tb" / "lam")
+        if not (d / "labels" / "meta.json").is_file():
+            label_dataset(d / "lam", self.ds.path, d / "labels", overwrite=True)
+        labels = Labels(d / "labels")
+        latent_cfg = dataclasses.replace(cfg.policy, out_dim=cfg.lam.latent_dim)
+        if (d / "latent_policy" / "model.safetensors").is_file():
+            policy = load_weights(d / "latent_policy", Policy(latent_cfg)).eval()
+        else:
+            policy = train_policy(self.ds.frames, self.train_t, np.asarray(labels.latents[self.train_t]),
+                                  latent_cfg, dataclasses.replace(cfg.policy_train, seed=seed), loss="mse",
+                                  tag="latent_policy")
+            save_checkpoint(d / "latent_policy", "policy", latent_cfg, policy, lam=str(d / "lam"))
+        self._shared[("latent", seed)] = (labels, policy)
+        return labels, policy
+
+    # --- methods: each returns (act function or agent, probe accuracy or None) ---
+    def train(self, method: str, k: int | None, seed: int):
+        from lapo.agent import Agent
+        from lapo.policy import train_policy
+
+        cfg = self.cfg
+        bc_cfg = dataclasses.replace(cfg.policy, out_dim=self.n_actions)
+        if method == "random":
+            from lapo.evaluate import random_act
+            return random_act(self.n_actions, seed), None
+        if method == "demonstrator":
+            from envs.demonstrator import Demonstrator
+            return Demonstrator.from_pretrained(self.demonstrator_dir).act, None
+        if method == "oracle_bc":
+            return Agent(train_policy(self.ds.frames, self.train_t, self.oracle_actions(), bc_cfg,
+                                      dataclasses.replace(cfg.policy_train, seed=seed), "ce", tag="oracle_bc")), None
+        subset = self.subset(k, seed)
+        if method == "bc":
+            return Agent(train_policy(self.ds.frames, subset.indices, subset.actions, bc_cfg,
+                                      dataclasses.replace(cfg.bc_train, seed=seed), "ce", tag="bc_k")), None
+        if method == "idm":
+            from lapo.baselines import SupervisedIDMConfig, pseudo_label, train_supervised_idm
+            idm_cfg = SupervisedIDMConfig(cfg.lam.image_size, cfg.lam.idm_encoder, cfg.lam.idm_channels,
+                                          cfg.lam.idm_hidden, self.n_actions)
+            idm = train_supervised_idm(self.ds, subset.indices, subset.actions, idm_cfg,
+                                       dataclasses.replace(cfg.idm_train, seed=seed))
+            probe = float((pseudo_label(idm, self.ds, self.test_t) == self.test_actions()).mean())
+            pseudo = pseudo_label(idm, self.ds, self.train_t)
+            return Agent(train_policy(self.ds.frames, self.train_t, pseudo, bc_cfg,
+                                      dataclasses.replace(cfg.policy_train, seed=seed), "ce", tag="idm_bc")), probe
+        if method == "ours":
+            from lapo.decoder import fit_action_head, head_latents, probe_accuracy
+            labels, policy = self.latent_stages(seed)
+            head_cfg = dataclasses.replace(cfg.head, latent_dim=cfg.lam.latent_dim, n_actions=self.n_actions)
+            head = fit_action_head(head_latents(cfg.head_input, policy, self.ds.frames, labels.latents,
+                                                subset.indices), subset.actions, head_cfg, seed)
+            probe = probe_accuracy(np.asarray(labels.latents[subset.indices]), subset.actions,
+                                   np.asarray(labels.latents[self.test_t]), self.test_actions(),
+                                   self.n_actions)["probe_accuracy"]
+            return Agent(policy, head), probe
+        raise ValueError(f"unknown method {method!r}")
+
+    def run_cell(self, method: str, k: int | None, seed: int) -> dict:
+        """Train, score on held-out transitions, evaluate on unseen levels; the cell's dict."""
+        import torch
+
+        from lapo.agent import Agent
+        from lapo.evaluate import evaluate
+
+        t0 = time.perf_counter()
+        agent, probe = self.train(method, k, seed)
+        train_s = time.perf_counter() - t0
+        action_acc = None
+        if isinstance(agent, Agent):
+            with torch.no_grad():
+                pred = np.concatenate([agent.logits(torch.from_numpy(np.asarray(self.ds.frames[i])))
+                                       .argmax(-1).cpu().numpy() for i in np.array_split(self.test_t, 8)])
+            action_acc = float((pred == self.test_actions()).mean())
+        act = agent.act if isinstance(agent, Agent) else agent
+        torch.manual_seed(seed)  # the agent's action sampling
+        res = evaluate(act, env_name=self.game, num_episodes=self.cfg.eval_episodes,
+                       distribution_mode=self.cfg.distribution_mode, seed=seed,
+                       desc=f"eval {self.game} {method} k={k} seed={seed}")
+        return {"game": self.game, "method": method, "k": k, "seed": seed,
+                "mean_return": res.mean, "returns": res.returns.tolist(), "lengths": res.lengths.tolist(),
+                "level_seeds": res.level_seeds.tolist(), "probe_accuracy": probe,
+                "action_accuracy": action_acc, "train_seconds": round(train_s, 1),
+                "eval_seconds": round(time.perf_counter() - t0 - train_s, 1)}
+
+
+# ----------------------------------------------------------------------------------------------
+# the run
+# ----------------------------------------------------------------------------------------------
+
+
+def check_run_dir(cfg: BenchmarkConfig) -> None:
+    """Record the non-sweep settings in ``run_dir/benchmark_config.json``, or check they match.
+
+    Raises:
+        ValueError: the run directory holds cells made with other settings (names the fields).
+    """
+    from lapo.checkpoint import jsonable
+    from lapo.io import atomic_write_text
+
+    settings = {k: v for k, v in jsonable(cfg).items() if k not in SWEEP_FIELDS}
+    path = Path(cfg.run_dir) / "benchmark_config.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        if diff:
+            raise ValueError(f"{cfg.run_dir} holds a benchmark run with other settings ({', '.join(diff)}); "
+                             "its cells would not be comparable. Use another --run-dir, or the same settings")
+    else:
+        atomic_write_text(path, json.dumps(settings, indent=2))
+
+
+def cells_of(cfg: BenchmarkConfig, game: str):
+    """Every (method, k, seed) of the sweep for a game, references first."""
+    for seed in cfg.seeds:
+        for method in REFERENCES + tuple(m for m in METHODS if m in cfg.methods):
+            for k in (cfg.ks if method in K_METHODS else (None,)):
+                yield method, k, seed
+
+
+def run_benchmark(cfg: BenchmarkConfig) -> dict:
+    """Run every missing cell, then aggregate; returns the results dict also written to
+    ``run_dir/results.json`` (plus ``results.md`` and ``normalized_return.png``)."""
+    from lapo.io import atomic_write_text
+    from lapo.training import set_threads
+
+    set_threads(cfg.threads)
+    run = Path(cfg.run_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    check_run_dir(cfg)
+    t_start = time.perf_counter()
+    for game in cfg.games:
+        todo = [c for c in cells_of(cfg, game) if not cell_path(run, game, *c).is_file()]
+        print(f"{game}: {len(todo)} of {len(list(cells_of(cfg, game)))} cells to run")
+        if not todo:
+            continue
+        game_run = GameRun(cfg, game)
+        for method, k, seed in todo:
+            cell = game_run.run_cell(method, k, seed)
+            atomic_write_text(cell_path(run, game, method, k, seed), json.dumps(cell))
+            print(f"  {game} {method} k={k} seed={seed}: return {cell['mean_return']:.2f} "
+                  f"({cell['train_seconds']:.0f} s train, {cell['eval_seconds']:.0f} s eval)")
+    cells = [json.loads(cell_path(run, g, *c).read_text()) for g in cfg.games for c in cells_of(cfg, g)]
+    results = aggregate(cells, cfg)
+    results["wall_seconds_this_call"] = round(time.perf_counter() - t_start, 1)
+    results["hardware"] = hardware()
+    results["config"] = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    atomic_write_text(run / "results.json", json.dumps(results, indent=2))
+    table = format_results(results)
+    atomic_write_text(run / "results.md", table + "\n")
+    plot_results(results, run / "normalized_return.png")
+    print(table)
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
+# aggregation, table, plot
+# ----------------------------------------------------------------------------------------------
+
+
+def bootstrap_ci(per_seed: list[np.ndarray], n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% percentile CI of the mean over seeds of per-seed mean returns, by a two-level bootstrap:
+    resample seeds with replacement, then each drawn seed's episodes with replacement."""
+    rng = np.random.default_rng(seed)
+    S = len(per_seed)
+    pick = rng.integers(0, S, (n_boot, S))  # which seed fills each slot of each resample
+    means = np.zeros(n_boot)
+    for s, returns in enumerate(per_seed):
+        returns = np.asarray(returns, float)
+        m = int((pick == s).sum())
+        draws = returns[rng.integers(0, len(returns), (m, len(returns)))].mean(1)  # (m,)
+        np.add.at(means, np.nonzero(pick == s)[0], draws)
+    lo, hi = np.percentile(means / S, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
+    """Rows per (game, method, k) with mean return, bootstrap CI, normalized return and accuracies,
+    the per-k average over games, and the issue's targets evaluated on them.
+
+    Raises:
+        ValueError: two methods of one (game, seed) were evaluated on different levels.
+    """
+    from lapo.evaluate import normalized_return
+
+    by_key: dict[tuple, list[dict]] = {}
+    for c in cells:
+        by_key.setdefault((c["game"], c["method"], c["k"]), []).append(c)
+    levels: dict[tuple, list] = {}
+    for c in cells:
+        first = levels.setdefault((c["game"], c["seed"]), c["level_seeds"])
+        if first != c["level_seeds"]:
+            raise ValueError(f"{c['game']} seed {c['seed']}: {c['method']} k={c['k']} played other levels")
+    rows, refs = [], {}
+    for game in cfg.games:
+        ref = {m: float(np.mean([c["mean_return"] for c in by_key[(game, m, None)]])) for m in REFERENCES}
+        refs[game] = ref
+        for (g, method, k), group in by_key.items():
+            if g != game:
+                continue
+            group = sorted(group, key=lambda c: c["seed"])
+            mean = float(np.mean([c["mean_return"] for c in group]))
+            lo, hi = bootstrap_ci([c["returns"] for c in group])
+            norm = [normalized_return(x, ref["random"], ref["demonstrator"]) for x in (mean, lo, hi)]
+            acc = {key: (float(np.mean([c[key] for c in group])) if group[0][key] is not None else None)
+                   for key in ("probe_accuracy", "action_accuracy")}
+            rows.append({"game": game, "method": method, "k": k, "seeds": [c["seed"] for c in group],
+                         "mean_return": mean, "ci95": [lo, hi], "per_seed_mean_return": [c["mean_return"] for c in group],
+                         "normalized_return": norm[0], "normalized_ci95": norm[1:],
+                         "episodes": sum(len(c["returns"]) for c in group), **acc,
+                         "train_seconds": sum(c["train_seconds"] for c in group),
+                         "eval_seconds": sum(c["eval_seconds"] for c in group)})
+    # average normalized return over games, per (method, k)
+    average = []
+    for method in REFERENCES + METHODS:
+        for k in sorted({r["k"] for r in rows if r["method"] == method}, key=lambda x: -1 if x is None else x):
+            vals = [r["normalized_return"] for r in rows if r["method"] == method and r["k"] == k]
+            if len(vals) == len(cfg.games):
+                average.append({"method": method, "k": k, "normalized_return": float(np.mean(vals))})
+    return {"rows": rows, "references": refs, "average_over_games": average, "targets": targets(rows, average),
+            "total_train_seconds": sum(c["train_seconds"] for c in cells),
+            "total_eval_seconds": sum(c["eval_seconds"] for c in cells)}
+
+
+def targets(rows: list[dict], average: list[dict]) -> dict:
+    """The issue's targets: ours at k=256 >= 0.8 normalized on average over games, and ours >= every
+    baseline except oracle BC at each k <= 256 on each game (on mean normalized return)."""
+    ours256 = [a["normalized_return"] for a in average if a["method"] == "ours" and a["k"] == 256]
+    beaten = []
+    for r in rows:
+        if r["method"] in ("bc", "idm") and r["k"] <= 256:
+            mine = [o for o in rows if o["method"] == "ours" and o["game"] == r["game"] and o["k"] == r["k"]]
+            if mine and mine[0]["normalized_return"] < r["normalized_return"]:
+                beaten.append(f"{r['game']} k={r['k']}: {r['method']} {r['normalized_return']:.2f} > "
+                              f"ours {mine[0]['normalized_return']:.2f}")
+    return {"ours_k256_average_normalized": ours256[0] if ours256 else None,
+            "ours_k256_at_least_0.8": bool(ours256 and ours256[0] >= 0.8),
+            "ours_beats_bc_and_idm_at_k_le_256": not beaten, "where_ours_loses": beaten}
+
+
+def format_results(results: dict) -> str:
+    """Markdown: per game a table of normalized return (mean return [95% CI]) per method and k,
+    probe accuracies, and the average over games."""
+    rows = results["rows"]
+    ks = sorted({r["k"] for r in rows if r["k"] is not None})
+    head = "| method | " + " | ".join(f"k={k}" for k in ks) + " |"
+    sep = "|---|" + "---|" * len(ks)
+    out = []
+    for game in dict.fromkeys(r["game"] for r in rows):
+        out += [f"### {game}", "", "normalized return (mean return [95% CI])", "", head, sep]
+        for method in REFERENCES + METHODS:
+            cells = {r["k"]: r for r in rows if r["game"] == game and r["method"] == method}
+            if not cells:
+                continue
+            fmt = {k: f"{r['normalized_return']:.2f} ({r['mean_return']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}])"
+                   for k, r in cells.items()}
+            vals = [fmt.get(k, fmt.get(None, "")) for k in ks]
+            out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(vals) + " |")
+        out += ["", "held-out accuracy of true actions: probe / agent", "", head, sep]
+        for method in ("oracle_bc",) + K_METHODS:
+            cells = {r["k"]: r for r in rows if r["game"] == game and r["method"] == method}
+            if not cells:
+                continue
+            def acc(r):
+                p = "—" if r["probe_accuracy"] is None else f"{r['probe_accuracy']:.2f}"
+                return f"{p} / {r['action_accuracy']:.2f}"
+            out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(acc(cells.get(k, cells.get(None))) for k in ks) + " |")
+        out.append("")
+    avg = results["average_over_games"]
+    if avg:
+        out += ["### average over games (normalized return)", "", head, sep]
+        for method in REFERENCES + METHODS:
+            vals = {a["k"]: a["normalized_return"] for a in avg if a["method"] == method}
+            if vals:
+                out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(
+                    f"{vals.get(k, vals.get(None)):.2f}" for k in ks) + " |")
+    return "\n".join(out)
+
+
+def plot_results(results: dict, path: Path) -> Path:
+    """PNG: normalized return vs k (log axis), one line per method with its 95% CI band, one panel
+    per game plus the average; oracle BC dashed, random 0 and demonstrator 1 as grey lines."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = results["rows"]
+    games = list(dict.fromkeys(r["game"] for r in rows))
+    panels = games + (["average"] if len(games) > 1 and results["average_over_games"] else [])
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), squeeze=False)
+    colors = {"bc": "tab:blue", "idm": "tab:orange", "ours": "tab:green", "oracle_bc": "tab:purple"}
+    for ax, panel in zip(axes[0], panels):
+        for method in ("oracle_bc",) + K_METHODS:
+            if panel == "average":
+                pts = sorted((a["k"], a["normalized_return"], None, None) for a in results["average_over_games"]
+                             if a["method"] == method and a["k"] is not None)
+                ref = [a["normalized_return"] for a in results["average_over_games"]
+                       if a["method"] == method and a["k"] is None]
+            else:
+                pts = sorted((r["k"], r["normalized_return"], *r["normalized_ci95"]) for r in rows
+                             if r["game"] == panel and r["method"] == method and r["k"] is not None)
+                ref = [r["normalized_return"] for r in rows if r["game"] == panel and r["method"] == method
+                       and r["k"] is None]
+            if ref:
+                ax.axhline(ref[0], color=colors[method], ls="--", label=METHOD_NAMES[method])
+            if pts:
+                k, y, lo, hi = zip(*pts)
+                ax.plot(k, y, "o-", color=colors[method], label=METHOD_NAMES[method])
+                if lo[0] is not None:
+                    ax.fill_between(k, lo, hi, color=colors[method], alpha=0.15)
+        ax.axhline(1, color="grey", lw=0.8)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ks = sorted({r["k"] for r in rows if r["k"] is not None})
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
+        ax.set_title(panel)
+        ax.set_xlabel("k labeled transitions")
+    axes[0][0].set_ylabel("normalized return")
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def hardware() -> dict:
+    """CPU model, cores, torch threads and CUDA device (if any) of this run."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

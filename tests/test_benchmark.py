@@ -1,0 +1,150 @@
+"""The benchmark: no true action outside the k labeled transitions reaches a non-oracle method
+(poisoned-actions test), cells resume, the CI and aggregation, the presets' networks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from envs.dataset import EpisodeDataset
+from lapo.benchmark import (BenchmarkConfig, GameRun, aggregate, bootstrap_ci, cell_path, cells_of,
+                            paper_preset, run_benchmark)
+from lapo.decoder import ActionHeadConfig
+from lapo.lam import LAMConfig, LAMTrainConfig, LatentActionModel
+from lapo.policy import PolicyConfig, PolicyTrainConfig, random_shift
+
+
+def tiny_config(run_dir, **overrides) -> BenchmarkConfig:
+    tiny_train = PolicyTrainConfig(steps=8, batch_size=16, warmup=2)
+    return BenchmarkConfig(
+        games=("coinrun",), ks=(8,), seeds=(0,), run_dir=run_dir, num_frames=600, eval_episodes=3,
+        lam=LAMConfig(idm_channels=(8, 8, 8), idm_hidden=16, widths=(8, 8, 8), latent_dim=4),
+        lam_train=LAMTrainConfig(steps=4, batch_size=16, warmup=1, probe_k=0, eval_every=4),
+        policy=PolicyConfig(channels=(8, 8, 8), hidden=16), policy_train=tiny_train, bc_train=tiny_train,
+        idm_train=tiny_train, head=ActionHeadConfig(steps=20), threads=1, **overrides)
+
+
+def read_cells(cfg):
+    return {c: json.loads(cell_path(cfg.run_dir, "coinrun", *c).read_text()) for c in cells_of(cfg, "coinrun")}
+
+
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory):
+    cfg = tiny_config(tmp_path_factory.mktemp("bench") / "clean")
+    return cfg, run_benchmark(cfg)
+
+
+def test_poisoned_unlabeled_actions_change_nothing_but_the_oracle(clean_run, tmp_path):
+    cfg, _ = clean_run
+    poisoned = dataclasses.replace(cfg, run_dir=tmp_path / "poisoned")
+    shutil.copytree(cfg.run_dir / "coinrun" / "dataset", poisoned.run_dir / "coinrun" / "dataset")
+    # every action is replaced except the labeled subsets and the held-out probe transitions (read
+    # only to score predictions); a method that read any other true action would change
+    game = GameRun(cfg, "coinrun")
+    keep = np.concatenate([game.test_t] + [game.subset(k, s).indices for k in cfg.ks for s in cfg.seeds])
+    path = poisoned.run_dir / "coinrun" / "dataset" / "actions.npy"
+    actions = np.load(path)
+    changed = np.setdiff1d(np.arange(len(actions)), keep)
+    actions[changed] = (actions[changed] + 1 + np.arange(len(changed)) % 7) % 15
+    np.save(path, actions)
+    assert len(changed) > len(keep)
+
+    run_benchmark(poisoned)
+    clean, dirty = read_cells(cfg), read_cells(poisoned)
+    for (method, k, seed), cell in clean.items():
+        other = dirty[(method, k, seed)]
+        for key in ("returns", "level_seeds", "probe_accuracy", "action_accuracy"):
+            if method == "oracle_bc" and key == "action_accuracy":
+                assert cell[key] != other[key], "the poison should reach the oracle"
+            elif method != "oracle_bc":
+                assert cell[key] == other[key], (method, k, key)
+
+
+def test_rerun_resumes_and_a_new_k_adds_only_its_cells(clean_run):
+    cfg, results = clean_run
+    stamps = {c: cell_path(cfg.run_dir, "coinrun", *c).stat().st_mtime_ns for c in cells_of(cfg, "coinrun")}
+    more = dataclasses.replace(cfg, ks=(8, 16))
+    again = run_benchmark(more)
+    for c, stamp in stamps.items():
+        assert cell_path(cfg.run_dir, "coinrun", *c).stat().st_mtime_ns == stamp, c
+    new = set(cells_of(more, "coinrun")) - set(stamps)
+    assert new == {(m, 16, 0) for m in ("bc", "idm", "ours")}
+    row = next(r for r in again["rows"] if r["method"] == "ours" and r["k"] == 16)
+    assert row["episodes"] == cfg.eval_episodes and 0 <= row["probe_accuracy"] <= 1
+    assert (cfg.run_dir / "results.md").read_text().count("| latent policy + k-shot head |") == 3
+    assert (cfg.run_dir / "normalized_return.png").stat().st_size > 0
+
+
+def test_results_hold_every_method_on_the_same_levels(clean_run):
+    cfg, results = clean_run
+    methods = {r["method"] for r in results["rows"]}
+    assert methods == {"random", "demonstrator", "oracle_bc", "bc", "idm", "ours"}
+    ref = results["references"]["coinrun"]
+    for r in results["rows"]:
+        expected = (r["mean_return"] - ref["random"]) / (ref["demonstrator"] - ref["random"])
+        assert r["normalized_return"] == pytest.approx(expected)
+        assert r["ci95"][0] <= r["mean_return"] <= r["ci95"][1]
+    cells = list(read_cells(cfg).values())
+    cells[-1] = {**cells[-1], "level_seeds": [s + 1 for s in cells[-1]["level_seeds"]]}
+    with pytest.raises(ValueError, match="other levels"):
+        aggregate(cells, cfg)
+
+
+def test_other_settings_in_the_same_run_dir_are_refused(clean_run):
+    cfg, _ = clean_run
+    with pytest.raises(ValueError, match="num_frames"):
+        run_benchmark(dataclasses.replace(cfg, num_frames=700))
+
+
+def test_bootstrap_ci_is_two_level():
+    same = [np.full(50, 3.0)] * 3
+    assert bootstrap_ci(same) == (3.0, 3.0)
+    rng = np.random.default_rng(0)
+    tight = [rng.normal(5, 1, 100) for _ in range(3)]
+    spread = [rng.normal(m, 1, 100) for m in (2, 5, 8)]  # same episodes noise, seeds disagree
+    lo_t, hi_t = bootstrap_ci(tight)
+    lo_s, hi_s = bootstrap_ci(spread)
+    assert lo_t < np.mean([r.mean() for r in tight]) < hi_t
+    assert hi_s - lo_s > 5 * (hi_t - lo_t)
+
+
+def test_bad_sweeps_are_refused():
+    with pytest.raises(ValueError, match="unknown methods"):
+        BenchmarkConfig(methods=("ours", "dreamer"))
+    with pytest.raises(ValueError, match="k must be"):
+        BenchmarkConfig(ks=(0, 16))
+    with pytest.raises(ValueError, match="notagame"):
+        BenchmarkConfig(games=("notagame",))
+
+
+def test_paper_preset_builds_lapo_sized_networks():
+    cfg = paper_preset()
+    lam = LatentActionModel(cfg.lam).eval()
+    assert lam.quantizer.num_codes == 64 and cfg.lam.groups == 2
+    assert type(lam.idm).__name__ == "ImpalaCNN" and cfg.lam_train.steps == 50_000
+    with torch.no_grad():
+        out, _ = lam(torch.randint(0, 256, (2, 3, 64, 64, 3), dtype=torch.uint8))
+    assert out["codes"].shape == (2, 2) and out["z"].shape == (2, 128)
+
+
+def test_random_shift_moves_a_window_as_one():
+    window = torch.randint(0, 256, (4, 1, 64, 64, 3), dtype=torch.uint8).expand(4, 3, 64, 64, 3).contiguous()
+    out = random_shift(window, 4, torch.Generator().manual_seed(0))
+    assert out.shape == window.shape and not torch.equal(out, window)
+    assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])
+
+
+def test_labeled_subset_draws_from_the_pool_only(encoded_dataset):
+    ds = EpisodeDataset(encoded_dataset)
+    pool = ds.transition_indices[ds.episode_index[ds.transition_indices] == 2]
+    subset = ds.labeled_subset(3, seed=1, pool=pool)
+    assert np.isin(subset.indices, pool).all() and len(subset.indices) == 3
+    with pytest.raises(ValueError, match="pool"):
+        ds.labeled_subset(1, pool=np.array([4]))  # the last frame of episode 0 is no transition
+    with pytest.raises(ValueError, match="k=7"):
+        ds.labeled_subset(7, pool=pool)
