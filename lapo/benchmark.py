@@ -89,11 +89,11 @@ class BenchmarkConfig:
     """At most this many held-out transitions are scored (evenly spaced)."""
     lam: LAMConfig = field(default_factory=LAMConfig)
     """Latent action model."""
-    lam_train: LAMTrainConfig = field(default_factory=lambda: LAMTrainConfig(steps=2000, probe_k=0))
+    lam_train: LAMTrainConfig = field(default_factory=lambda: LAMTrainConfig(steps=3000, probe_k=0))
     """LAM training (its ``seed`` is replaced by each benchmark seed)."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     """The one policy network of every method (``out_dim`` is set per use)."""
-    policy_train: PolicyTrainConfig = field(default_factory=lambda: PolicyTrainConfig(steps=1000))
+    policy_train: PolicyTrainConfig = field(default_factory=lambda: PolicyTrainConfig(steps=2000))
     """BC on the whole video: latent BC, oracle BC, BC on IDM pseudo-labels."""
     bc_train: PolicyTrainConfig = field(default_factory=lambda: PolicyTrainConfig(steps=500))
     """BC on the k labeled transitions."""
@@ -127,7 +127,7 @@ class BenchmarkConfig:
 
 
 def cpu_preset() -> BenchmarkConfig:
-    """One game on a 2-core CPU in about an hour: Nature CNNs, FSQ, 100k frames, 2k LAM steps."""
+    """One game on a 2-core CPU in about an hour: Nature CNNs, FSQ, 100k frames, 3k LAM steps."""
     return BenchmarkConfig()
 
 
