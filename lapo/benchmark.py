@@ -60,7 +60,7 @@ METHODS = ("oracle_bc", "bc", "idm", "ours")
 K_METHODS = ("bc", "idm", "ours")  # methods whose result depends on k
 METHOD_NAMES = {"random": "random", "demonstrator": "demonstrator", "oracle_bc": "oracle BC (all actions)",
                 "bc": "BC on k labels", "idm": "IDM on k labels -> BC", "ours": "latent policy + k-shot head"}
-SWEEP_FIELDS = ("games", "ks", "seeds", "methods", "run_dir", "threads")  # may change between reruns
+SWEEP_FIELDS = ("games", "ks", "seeds", "methods", "run_dir", "threads", "report_only")  # may change between reruns
 
 
 @dataclass
@@ -105,6 +105,9 @@ class BenchmarkConfig:
     """Latents the head is fitted on: ``policy`` (π(o_t)) or ``idm`` (see :mod:`lapo.decoder`)."""
     threads: int = 0
     """torch CPU threads (0 = torch's default, all cores)."""
+    report_only: bool = False
+    """Run nothing: aggregate the sweep's finished cells (e.g. written by per-game runs side by
+    side) and list the missing ones."""
 
     def __post_init__(self):
         self.games, self.ks, self.seeds, self.methods = (tuple(self.games), tuple(self.ks), tuple(self.seeds),
@@ -350,7 +353,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     for game in cfg.games:
         todo = [c for c in cells_of(cfg, game) if not cell_path(run, game, *c).is_file()]
         print(f"{game}: {len(todo)} of {len(list(cells_of(cfg, game)))} cells to run")
-        if not todo:
+        if not todo or cfg.report_only:
             continue
         game_run = GameRun(cfg, game)
         for method, k, seed in todo:
@@ -358,8 +361,11 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
             atomic_write_text(cell_path(run, game, method, k, seed), json.dumps(cell))
             print(f"  {game} {method} k={k} seed={seed}: return {cell['mean_return']:.2f} "
                   f"({cell['train_seconds']:.0f} s train, {cell['eval_seconds']:.0f} s eval)")
-    cells = [json.loads(cell_path(run, g, *c).read_text()) for g in cfg.games for c in cells_of(cfg, g)]
+    paths = [cell_path(run, g, *c) for g in cfg.games for c in cells_of(cfg, g)]
+    missing = [str(p.relative_to(run)) for p in paths if not p.is_file()]
+    cells = [json.loads(p.read_text()) for p in paths if p.is_file()]
     results = aggregate(cells, cfg)
+    results["missing_cells"] = missing
     results["wall_seconds_this_call"] = round(time.perf_counter() - t_start, 1)
     results["hardware"] = hardware()
     results["config"] = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
@@ -368,6 +374,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     atomic_write_text(run / "results.md", table + "\n")
     plot_results(results, run / "normalized_return.png")
     print(table)
+    if missing:
+        print(f"{len(missing)} cells of the sweep are missing (not in the table): {missing[:5]} ...")
     return results
 
 
@@ -411,6 +419,8 @@ def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
             raise ValueError(f"{c['game']} seed {c['seed']}: {c['method']} k={c['k']} played other levels")
     rows, refs = [], {}
     for game in cfg.games:
+        if any((game, m, None) not in by_key for m in REFERENCES):
+            continue  # no references yet: nothing to normalize by
         ref = {m: float(np.mean([c["mean_return"] for c in by_key[(game, m, None)]])) for m in REFERENCES}
         refs[game] = ref
         for (g, method, k), group in by_key.items():
@@ -433,7 +443,7 @@ def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
     for method in REFERENCES + METHODS:
         for k in sorted({r["k"] for r in rows if r["method"] == method}, key=lambda x: -1 if x is None else x):
             vals = [r["normalized_return"] for r in rows if r["method"] == method and r["k"] == k]
-            if len(vals) == len(cfg.games):
+            if len(vals) == len(refs):
                 average.append({"method": method, "k": k, "normalized_return": float(np.mean(vals))})
     return {"rows": rows, "references": refs, "average_over_games": average, "targets": targets(rows, average),
             "total_train_seconds": sum(c["train_seconds"] for c in cells),
@@ -465,7 +475,10 @@ def format_results(results: dict) -> str:
     sep = "|---|" + "---|" * len(ks)
     out = []
     for game in dict.fromkeys(r["game"] for r in rows):
-        out += [f"### {game}", "", "normalized return (mean return [95% CI])", "", head, sep]
+        seeds = sorted({s for r in rows if r["game"] == game for s in r["seeds"]})
+        episodes = next(r["episodes"] for r in rows if r["game"] == game) // len(seeds)
+        out += [f"### {game}", "", f"normalized return (mean return [95% CI]); seeds {seeds}, {episodes} unseen "
+                "levels per seed", "", head, sep]
         for method in REFERENCES + METHODS:
             cells = {r["k"]: r for r in rows if r["game"] == game and r["method"] == method}
             if not cells:
@@ -486,7 +499,7 @@ def format_results(results: dict) -> str:
         out.append("")
     avg = results["average_over_games"]
     if avg:
-        out += ["### average over games (normalized return)", "", head, sep]
+        out += [f"### average over games ({', '.join(results['references'])}; normalized return)", "", head, sep]
         for method in REFERENCES + METHODS:
             vals = {a["k"]: a["normalized_return"] for a in avg if a["method"] == method}
             if vals:

@@ -78,6 +78,9 @@ def test_rerun_resumes_and_a_new_k_adds_only_its_cells(clean_run):
     assert row["episodes"] == cfg.eval_episodes and 0 <= row["probe_accuracy"] <= 1
     assert (cfg.run_dir / "results.md").read_text().count("| latent policy + k-shot head |") == 3
     assert (cfg.run_dir / "normalized_return.png").stat().st_size > 0
+    report = run_benchmark(dataclasses.replace(cfg, ks=(8, 32), report_only=True))
+    assert sorted(report["missing_cells"]) == [f"cells/coinrun/{m}/k32/seed0.json" for m in ("bc", "idm", "ours")]
+    assert not cell_path(cfg.run_dir, "coinrun", "ours", 32, 0).exists()
 
 
 def test_results_hold_every_method_on_the_same_levels(clean_run):
