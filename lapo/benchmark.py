@@ -484,7 +484,7 @@ def format_results(results: dict) -> str:
             if not cells:
                 continue
             fmt = {k: f"{r['normalized_return']:.2f} ({r['mean_return']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}])"
-                   for k, r in cells.items()}
+                      + ("" if r["seeds"] == seeds else f" seeds {r['seeds']}") for k, r in cells.items()}
             vals = [fmt.get(k, fmt.get(None, "")) for k in ks]
             out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(vals) + " |")
         out += ["", "held-out accuracy of true actions: probe / agent", "", head, sep]
