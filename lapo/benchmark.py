@@ -130,7 +130,7 @@ class BenchmarkConfig:
 
 
 def cpu_preset() -> BenchmarkConfig:
-    """One game on a 2-core CPU in about an hour: Nature CNNs, FSQ, 100k frames, 3k LAM steps."""
+    """Sized for a 2-core CPU: Nature CNNs, FSQ, 100k frames per game, 3k LAM steps, 2k BC steps."""
     return BenchmarkConfig()
 
 
@@ -151,7 +151,7 @@ def paper_preset() -> BenchmarkConfig:
     )
 
 
-PRESETS = {"cpu": ("one game in ~1 h on a 2-core CPU (Nature CNN, FSQ, 100k frames)", cpu_preset()),
+PRESETS = {"cpu": ("sized for a 2-core CPU (Nature CNN, FSQ, 100k frames, 3k LAM steps)", cpu_preset()),
            "paper": ("LAPO sizes for a GPU (IMPALA ×4, 2 × 64-entry VQ, 50k LAM steps)", paper_preset())}
 
 
