@@ -139,7 +139,7 @@ def paper_preset() -> BenchmarkConfig:
     1M frames per game, bf16."""
     impala = (64, 128, 128)  # (16, 32, 32) × 4
     return BenchmarkConfig(
-        games=("coinrun", "starpilot", "fruitbot", "maze"), run_dir=Path("runs/benchmark_paper"),
+        games=("coinrun", "fruitbot", "jumper"), run_dir=Path("runs/benchmark_paper"),
         num_frames=1_000_000, eval_episodes=500,
         lam=LAMConfig(idm_encoder="impala", idm_channels=impala, idm_hidden=256, fdm_size=64,
                       widths=(64, 128, 256), latent_dim=128, quantizer="vq", groups=2, codebook_size=64),

@@ -126,7 +126,11 @@ def test_bad_sweeps_are_refused():
 
 
 def test_paper_preset_builds_lapo_sized_networks():
+    from envs.demonstrator import shipped_demonstrator
+
     cfg = paper_preset()
+    for game in cfg.games:
+        assert (shipped_demonstrator(game) / "config.json").is_file()
     lam = LatentActionModel(cfg.lam).eval()
     assert lam.quantizer.num_codes == 64 and cfg.lam.groups == 2
     assert type(lam.idm).__name__ == "ImpalaCNN" and cfg.lam_train.steps == 50_000
