@@ -12,44 +12,29 @@ Dimension keys: B batch, T=3 window frames, H W C image, A actions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import torch.nn as nn
 
 from lapo.nets import build_encoder, to_float
-
-
-@dataclass
-class SupervisedIDMConfig:
-    """Architecture of the supervised IDM (the benchmark copies it from the LAM's IDM)."""
-
-    image_size: int = 64
-    """H = W of the frames, pixels."""
-    encoder: str = "nature"
-    """``nature`` or ``impala``."""
-    channels: tuple[int, ...] = (32, 64, 64)
-    """Conv widths."""
-    hidden: int = 256
-    """MLP width."""
-    n_actions: int = 15
-    """A, real actions."""
+from lapo.policy import PolicyConfig
 
 
 class SupervisedIDM(nn.Module):
-    """``(B, 3, H, W, C)`` uint8 windows ``(o_{t-1}, o_t, o_{t+1})`` -> ``(B, A)`` action logits."""
+    """``(B, 3, H, W, C)`` uint8 windows ``(o_{t-1}, o_t, o_{t+1})`` -> ``(B, A)`` action logits.
+    ``cfg`` is a policy config read for 9 input channels, ``out_dim`` = A (the benchmark copies the
+    LAM's IDM sizes into it)."""
 
-    def __init__(self, cfg: SupervisedIDMConfig):
+    def __init__(self, cfg: PolicyConfig):
         super().__init__()
         self.cfg = cfg
-        self.net = build_encoder(cfg.encoder, 9, cfg.image_size, cfg.channels, cfg.hidden, cfg.n_actions)
+        self.net = build_encoder(cfg.encoder, 9, cfg.image_size, cfg.channels, cfg.hidden, cfg.out_dim)
 
     def forward(self, window_B3HWC: torch.Tensor) -> torch.Tensor:
         return self.net(to_float(window_B3HWC))
 
 
-def train_supervised_idm(ds, indices: np.ndarray, actions: np.ndarray, cfg: SupervisedIDMConfig,
+def train_supervised_idm(ds, indices: np.ndarray, actions: np.ndarray, cfg: PolicyConfig,
                          train_cfg, writer=None) -> SupervisedIDM:
     """Fit a :class:`SupervisedIDM` by cross-entropy on labeled transitions.
 

@@ -256,9 +256,9 @@ class GameRun:
             return Agent(train_policy(self.ds.frames, subset.indices, subset.actions, bc_cfg,
                                       dataclasses.replace(cfg.bc_train, seed=seed), "ce", tag="bc_k")), None
         if method == "idm":
-            from lapo.baselines import SupervisedIDMConfig, pseudo_label, train_supervised_idm
-            idm_cfg = SupervisedIDMConfig(cfg.lam.image_size, cfg.lam.idm_encoder, cfg.lam.idm_channels,
-                                          cfg.lam.idm_hidden, self.n_actions)
+            from lapo.baselines import pseudo_label, train_supervised_idm
+            idm_cfg = PolicyConfig(image_size=cfg.lam.image_size, encoder=cfg.lam.idm_encoder,
+                                   channels=cfg.lam.idm_channels, hidden=cfg.lam.idm_hidden, out_dim=self.n_actions)
             idm = train_supervised_idm(self.ds, subset.indices, subset.actions, idm_cfg,
                                        dataclasses.replace(cfg.idm_train, seed=seed))
             probe = float((pseudo_label(idm, self.ds, self.test_t) == self.test_actions()).mean())
@@ -492,10 +492,8 @@ def format_results(results: dict) -> str:
             cells = {r["k"]: r for r in rows if r["game"] == game and r["method"] == method}
             if not cells:
                 continue
-            def acc(r):
-                p = "—" if r["probe_accuracy"] is None else f"{r['probe_accuracy']:.2f}"
-                return f"{p} / {r['action_accuracy']:.2f}"
-            out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(acc(cells.get(k, cells.get(None))) for k in ks) + " |")
+            out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(_accuracies(cells.get(k, cells.get(None)))
+                                                                 for k in ks) + " |")
         out.append("")
     avg = results["average_over_games"]
     if avg:
@@ -506,6 +504,12 @@ def format_results(results: dict) -> str:
                 out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(
                     f"{vals.get(k, vals.get(None)):.2f}" for k in ks) + " |")
     return "\n".join(out)
+
+
+def _accuracies(row: dict) -> str:
+    """``probe / agent`` held-out accuracies of a row (``—`` where there is no probe)."""
+    probe = "—" if row["probe_accuracy"] is None else f"{row['probe_accuracy']:.2f}"
+    return f"{probe} / {row['action_accuracy']:.2f}"
 
 
 def plot_results(results: dict, path: Path) -> Path:
