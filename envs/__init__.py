@@ -1,10 +1,3 @@
-"""Where frames come from: Procgen adapter, demonstrators, the episode dataset format."""
-
-import contextlib
-import io
-
-with contextlib.redirect_stderr(io.StringIO()):  # gym 0.26 (a procgen dependency) prints a banner
-    try:
-        import gym  # noqa: F401
-    except ImportError:
-        pass
+"""Where frames come from: the episode dataset format, video file I/O, env adapters (Procgen),
+demonstrators, and the lowest-layer helpers every package uses (atomic writes, the model interface).
+Never imports ``lapo`` or ``worldmodel``; heavy simulators are imported by the modules that need them."""

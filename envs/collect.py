@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from envs.dataset import EpisodeWriter
+from envs.dataset import EpisodeWriter, space_to_json
 from envs.procgen import TRAIN_NUM_LEVELS, TRAIN_START_LEVEL, ProcgenVecEnv, check_game
 
 
@@ -79,7 +79,7 @@ def collect(cfg: CollectConfig) -> Path:
     meta = {"source": {"kind": "procgen", "env_name": cfg.env_name,
                        "distribution_mode": cfg.distribution_mode, "start_level": cfg.start_level,
                        "num_levels": cfg.num_levels}, "fps": 15, "collector": collector,
-            "n_actions": int(env.action_space.n),
+            "action_space": space_to_json(env.action_space),
             "collect_config": collect_record(cfg)}
     frames = [[] for _ in range(cfg.num_envs)]
     actions = [[] for _ in range(cfg.num_envs)]
@@ -107,7 +107,7 @@ def collect(cfg: CollectConfig) -> Path:
 def collect_record(cfg: CollectConfig) -> dict:
     """The fields of ``cfg`` that determine the video (not where it is written), as stored in
     ``meta.json["collect_config"]``; a random collector's demonstrator field is irrelevant."""
-    from lapo.checkpoint import jsonable
+    from envs.io import jsonable
 
     record = {k: v for k, v in jsonable(cfg).items() if k not in ("out", "overwrite")}
     if cfg.policy == "random":

@@ -5,9 +5,15 @@ Layout of a dataset directory (format version 1)::
     meta.json         format_version, source (env / video), shapes, fps, level seeds, collector
     frames.npy        (N, H, W, C) uint8, all episodes back to back, memory-mapped on read
     episode_ends.npy  (E,) int64, exclusive end index of each episode in ``frames`` (cumsum of lengths)
-    level_seeds.npy   (E,) int64, Procgen level seed of each episode (-1 where unknown)
-    actions.npy       (N,) int64, optional: a_t taken at frame t (leads to frame t+1)
+    level_seeds.npy   (E,) int64, level / layout id of each episode (Procgen level seed; -1 unknown)
+    task_ids.npy      (E,) int64, optional: task id of each episode (multi-task data; -1 unknown)
+    actions.npy       optional: a_t taken at frame t (leads to frame t+1); (N,) int64 for a
+                      ``Discrete`` action space, (N, D) float32 for a ``Box``
     rewards.npy       (N,) float32, optional: reward received after a_t
+
+``meta.json["action_space"]`` is the gymnasium space of the actions (:func:`space_to_json`:
+``{"type": "Discrete", "n": 15}`` or ``{"type": "Box", "low": [...], "high": [...], "shape": [D]}``);
+datasets written before it existed record ``n_actions`` and read as ``Discrete(n_actions)``.
 
 As in Diffusion Policy's ``ReplayBuffer``, episodes are contiguous slices; transition ``t``
 (``o_t -> o_{t+1}``) exists for every frame but the last of its episode. Windows never cross an
@@ -26,6 +32,7 @@ Dimension keys: N frames, E episodes, H W C image, pixels uint8 in [0, 255].
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -39,13 +46,46 @@ FORMAT_VERSION = 1
 _NPY_HEADER_BYTES = 128  # reserved so the frame count can be written once the stream ends
 
 
+def space_to_json(space) -> dict:
+    """A gymnasium ``Discrete`` or ``Box`` space as a JSON-ready dict.
+
+    Raises:
+        ValueError: another kind of space.
+    """
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n)}
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "Box", "low": np.asarray(space.low, float).reshape(-1).tolist(),
+                "high": np.asarray(space.high, float).reshape(-1).tolist(), "shape": list(space.shape)}
+    raise ValueError(f"action space {space} is not supported: use gymnasium Discrete or Box")
+
+
+def space_from_json(spec: dict):
+    """Inverse of :func:`space_to_json` (``Box`` actions are float32).
+
+    Raises:
+        ValueError: an unknown ``type``.
+    """
+    import gymnasium as gym
+
+    if spec["type"] == "Discrete":
+        return gym.spaces.Discrete(int(spec["n"]))
+    if spec["type"] == "Box":
+        shape = tuple(spec["shape"])
+        return gym.spaces.Box(np.asarray(spec["low"], np.float32).reshape(shape),
+                              np.asarray(spec["high"], np.float32).reshape(shape), shape, np.float32)
+    raise ValueError(f"action space type {spec['type']!r} is not supported: use Discrete or Box")
+
+
 @dataclass(frozen=True)
 class LabeledSubset:
     """The k transitions whose true actions a method may read.
 
     Attributes:
         indices: (k,) int64 frame indices t of transitions ``o_t -> o_{t+1}``, sorted.
-        actions: (k,) int64 true actions a_t.
+        actions: (k,) int64 (``Discrete``) or (k, D) float32 (``Box``) true actions a_t.
         seed: the seed of the draw.
     """
 
@@ -87,8 +127,9 @@ class EpisodeDataset:
                 or self.episode_ends[0] <= 0):
             raise ValueError(f"{self.path}/episode_ends.npy does not partition {len(self.frames)} frames")
         self.episode_starts = np.concatenate([[0], self.episode_ends[:-1]])
-        seeds = self.path / "level_seeds.npy"
+        seeds, tasks = self.path / "level_seeds.npy", self.path / "task_ids.npy"
         self.level_seeds = np.load(seeds) if seeds.is_file() else np.full(len(self.episode_ends), -1)
+        self.task_ids = np.load(tasks) if tasks.is_file() else np.full(len(self.episode_ends), -1)
         # frame t -> episode index, and the transitions o_t -> o_{t+1} inside episodes
         self.episode_index = np.repeat(np.arange(len(self.episode_ends)), self.episode_lengths)
         is_last = np.zeros(len(self.frames), bool)
@@ -115,6 +156,22 @@ class EpisodeDataset:
     def frame_shape(self) -> tuple[int, int, int]:
         return tuple(self.frames.shape[1:])
 
+    @property
+    def action_space(self):
+        """The gymnasium space of the actions (``Discrete`` or ``Box``), or None if unrecorded."""
+        if "action_space" in self.meta:
+            return space_from_json(self.meta["action_space"])
+        if "n_actions" in self.meta:  # datasets written before action_space was recorded
+            return space_from_json({"type": "Discrete", "n": self.meta["n_actions"]})
+        return None
+
+    def fingerprint(self) -> str:
+        """A short hash of ``meta.json`` and ``episode_ends.npy``: identifies the dataset's content
+        for the stages' reuse rules without reading the frames."""
+        h = hashlib.sha256((self.path / "meta.json").read_bytes())
+        h.update((self.path / "episode_ends.npy").read_bytes())
+        return h.hexdigest()[:16]
+
     # --- windows ---
     def idm_window(self, t: np.ndarray) -> np.ndarray:
         """Frames ``(o_{t-1}, o_t, o_{t+1})`` for transitions ``t``.
@@ -140,13 +197,16 @@ class EpisodeDataset:
         return out
 
     # --- labels: the only doors to true actions ---
-    def labeled_subset(self, k: int, seed: int = 0, pool: np.ndarray | None = None) -> LabeledSubset:
-        """Draw ``k`` transitions uniformly without replacement (``np.random.default_rng(seed)``)
-        from ``pool`` (default: every transition), and read their actions.
+    def labeled_subset(self, k: int, seed: int = 0, pool: np.ndarray | None = None,
+                       unit: str = "transition") -> LabeledSubset:
+        """Draw ``k`` labeled transitions (``unit="transition"``) or every transition of ``k``
+        labeled episodes (``unit="episode"``, as teleoperated demonstrations come) uniformly without
+        replacement (``np.random.default_rng(seed)``) from ``pool`` (default: every transition), and
+        read their actions.
 
         Raises:
-            ValueError: the dataset has no actions, ``pool`` holds a non-transition index, or ``k``
-                is < 1 or larger than the pool.
+            ValueError: the dataset has no actions, ``pool`` holds a non-transition index, ``unit``
+                is unknown, or ``k`` is < 1 or larger than the pool (in transitions or episodes).
         """
         if not self.has_actions:
             raise ValueError(f"{self.path} has no actions.npy: it is action-free, so no labeled subset "
@@ -154,17 +214,21 @@ class EpisodeDataset:
         pool = self.transition_indices if pool is None else np.asarray(pool, np.int64)
         if not np.isin(pool, self.transition_indices).all():
             raise ValueError("labeled_subset: pool must hold transition indices only (see transition_indices)")
-        m = len(pool)
+        if unit not in ("transition", "episode"):
+            raise ValueError(f"unit {unit!r}: choose 'transition' or 'episode'")
+        units = pool if unit == "transition" else np.unique(self.episode_index[pool])
+        m = len(units)
         if not 1 <= k <= m:
-            raise ValueError(f"k={k} labeled transitions requested but {self.path} has {m} to draw from; "
+            raise ValueError(f"k={k} labeled {unit}s requested but {self.path} has {m} to draw from; "
                              f"choose 1 <= k <= {m}")
         rng = np.random.default_rng(seed)
-        idx = np.sort(rng.choice(pool, size=k, replace=False))
-        actions = np.load(self.path / "actions.npy", mmap_mode="r")[idx].astype(np.int64)
-        return LabeledSubset(idx, actions, seed)
+        drawn = rng.choice(units, size=k, replace=False)
+        idx = np.sort(drawn if unit == "transition" else pool[np.isin(self.episode_index[pool], drawn)])
+        actions = np.asarray(np.load(self.path / "actions.npy", mmap_mode="r")[idx])
+        return LabeledSubset(idx, actions.astype(np.int64 if actions.ndim == 1 else np.float32), seed)
 
     def oracle_actions(self) -> np.ndarray:
-        """All true actions ``(N,)`` int64. For evaluation/diagnostics and the oracle baseline only:
+        """All true actions, ``(N,)`` int64 or ``(N, D)`` float32. For evaluation/diagnostics and the oracle baseline only:
         a method that claims to be action-free must not call this.
 
         Raises:
@@ -213,20 +277,23 @@ class EpisodeWriter:
         self._frame_shape: tuple[int, ...] | None = None
         self._ends: list[int] = []
         self._seeds: list[int] = []
+        self._tasks: list[int] = []
         self._actions: list[np.ndarray] = []
         self._rewards: list[np.ndarray] = []
         self._episode_frames = 0  # frames of the episode being streamed
         self.num_frames = 0  # frames of finished episodes
 
     def add_episode(self, frames: np.ndarray, actions: np.ndarray | None = None,
-                    rewards: np.ndarray | None = None, level_seed: int = -1) -> None:
+                    rewards: np.ndarray | None = None, level_seed: int = -1, task_id: int = -1) -> None:
         """Append one whole episode (:meth:`append_frames` + :meth:`end_episode`).
 
         Args:
             frames: (T, H, W, C) uint8, T >= 2 (one transition at least).
-            actions: (T,) ints or None; every episode must agree on having actions.
+            actions: (T,) ints (discrete), (T, D) floats (continuous) or None; every episode must
+                agree on having actions and on their shape.
             rewards: (T,) floats or None.
-            level_seed: Procgen level seed, -1 if unknown.
+            level_seed: level / layout id (Procgen level seed), -1 if unknown.
+            task_id: task id, -1 if unknown.
 
         Raises:
             ValueError: wrong dtype/shape, T < 2, a frame shape different from earlier episodes, or
@@ -236,7 +303,7 @@ class EpisodeWriter:
         if frames.ndim == 4 and len(frames) < 2:
             raise ValueError(f"an episode needs at least 2 frames (one transition), got {len(frames)}")
         self.append_frames(frames)
-        self.end_episode(actions, rewards, level_seed)
+        self.end_episode(actions, rewards, level_seed, task_id)
 
     def append_frames(self, frames: np.ndarray) -> None:
         """Stream frames ``(t, H, W, C)`` uint8 of the current episode to disk (bounded RAM).
@@ -255,7 +322,7 @@ class EpisodeWriter:
         self._episode_frames += len(frames)
 
     def end_episode(self, actions: np.ndarray | None = None, rewards: np.ndarray | None = None,
-                    level_seed: int = -1) -> None:
+                    level_seed: int = -1, task_id: int = -1) -> None:
         """Close the current episode (frames given by :meth:`append_frames`).
 
         Raises:
@@ -272,6 +339,9 @@ class EpisodeWriter:
                                      f"{len(self._ends)} {'lacks' if arr is None else 'adds'} them")
                 if arr is not None and len(arr) != T:
                     raise ValueError(f"{name} has length {len(arr)} but the episode has {T} frames")
+            if actions is not None and self._actions and np.shape(actions)[1:] != self._actions[0].shape[1:]:
+                raise ValueError(f"actions of shape {np.shape(actions)[1:]} per step differ from earlier episodes' "
+                                 f"{self._actions[0].shape[1:]}")
         except ValueError:
             self.discard_episode()
             raise
@@ -283,6 +353,7 @@ class EpisodeWriter:
         self._episode_frames = 0
         self._ends.append(self.num_frames)
         self._seeds.append(int(level_seed))
+        self._tasks.append(int(task_id))
 
     def discard_episode(self) -> None:
         """Drop the frames of the current, unfinished episode."""
@@ -312,8 +383,12 @@ class EpisodeWriter:
         self._frames.close()
         np.save(self.tmp / "episode_ends.npy", np.asarray(self._ends, np.int64))
         np.save(self.tmp / "level_seeds.npy", np.asarray(self._seeds, np.int64))
+        if any(t != -1 for t in self._tasks):
+            np.save(self.tmp / "task_ids.npy", np.asarray(self._tasks, np.int64))
         if self._actions:
-            np.save(self.tmp / "actions.npy", np.concatenate(self._actions).astype(np.int64))
+            actions = np.concatenate(self._actions)
+            discrete = actions.ndim == 1 and np.issubdtype(actions.dtype, np.integer)
+            np.save(self.tmp / "actions.npy", actions.astype(np.int64 if discrete else np.float32))
         if self._rewards:
             np.save(self.tmp / "rewards.npy", np.concatenate(self._rewards).astype(np.float32))
         meta = {"format_version": FORMAT_VERSION, "num_frames": self.num_frames,

@@ -16,7 +16,6 @@ Dimension keys: N envs, H W C image (64, 64, 3), pixels uint8 in [0, 255].
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,12 +23,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+import torch.nn as nn
 from tqdm import tqdm
 
+from envs.io import jsonable
+from envs.pretrained import Pretrained
 from envs.procgen import N_ACTIONS, TRAIN_NUM_LEVELS, TRAIN_START_LEVEL, ProcgenVecEnv, check_game
-from lapo.checkpoint import jsonable, read_config
-from lapo.io import atomic_dir
 
 SHIPPED_DIR = Path(__file__).parent / "demonstrators"
 CHECKPOINT_NAME = "ppo_checkpoint.zip"
@@ -147,40 +146,39 @@ def save_resume_checkpoint(model, path: Path) -> None:
     os.replace(tmp, path)
 
 
-class Demonstrator:
+class Demonstrator(Pretrained, nn.Module):
     """A trained PPO policy that acts on raw Procgen frames.
 
-    Use ``Demonstrator.from_pretrained(dir)``; ``act(obs)`` takes ``(N, 64, 64, 3)`` uint8 frames and
-    returns ``(N,)`` int64 actions (sampled from the policy unless ``deterministic``).
+    Use ``Demonstrator.from_pretrained(dir)`` (kind ``demonstrator``; the shipped ones have a flat
+    ``config.json``); ``act(obs)`` takes ``(N, 64, 64, 3)`` uint8 frames and returns ``(N,)`` int64
+    actions (sampled from the policy unless ``deterministic``). Its weights are the SB3 policy's.
     """
 
+    kind = "demonstrator"
+
     def __init__(self, policy, config: dict):
+        super().__init__()
         self.policy = policy.eval()
         self.config = config
 
-    @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> "Demonstrator":
-        """Load ``config.json`` + ``model.safetensors`` from ``path``.
+    def to_config(self) -> dict:
+        return self.config
 
-        Raises:
-            FileNotFoundError: ``path`` lacks either file.
-            ValueError: the config is not a demonstrator config.
-        """
+    @classmethod
+    def from_config(cls, config: dict) -> "Demonstrator":
         from stable_baselines3.common.policies import ActorCriticCnnPolicy
 
-        path = Path(path)
-        config = read_config(path, "demonstrator")  # train one with `lapo train-expert`
         obs_space, act_space = policy_spaces()
-        policy = ActorCriticCnnPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0)
-        load_model(policy, path / "model.safetensors")  # strict: a mismatched file raises
-        return cls(policy, config)
+        return cls(ActorCriticCnnPolicy(obs_space, act_space, lr_schedule=lambda _: 0.0), config)
 
-    def save_pretrained(self, path: str | os.PathLike, **extra) -> None:
-        """Write ``config.json`` (with ``extra`` merged in) + ``model.safetensors`` atomically."""
-        config = {**self.config, **extra}
-        with atomic_dir(path) as tmp:
-            save_model(self.policy, tmp / "model.safetensors")  # dedups the shared CNN trunk
-            (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    def _weights_module(self) -> nn.Module:
+        return self.policy
+
+    def save_pretrained(self, path: str | os.PathLike, **extra) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` atomically; ``extra`` (evaluation, command)
+        is merged into ``self.config``, where the shipped demonstrators keep it."""
+        self.config = {**self.config, **jsonable(extra)}
+        return super().save_pretrained(path)
 
     @torch.no_grad()
     def act(self, obs_NHWC: np.ndarray, deterministic: bool = False) -> np.ndarray:
@@ -191,7 +189,7 @@ class Demonstrator:
 
     @classmethod
     def from_sb3(cls, model, cfg: TrainExpertConfig) -> "Demonstrator":
-        config = {"kind": "demonstrator", "algo": "sb3-ppo", "policy": "CnnPolicy (Nature CNN)",
+        config = {"algo": "sb3-ppo", "policy": "CnnPolicy (Nature CNN)",
                   "env_name": cfg.env_name, "distribution_mode": cfg.distribution_mode,
                   "env_steps": int(model.num_timesteps), "train_config": jsonable(cfg)}
         return cls(model.policy, config)

@@ -19,13 +19,16 @@ Dimension keys: N envs, H W C image (64, 64, 3), pixels uint8 in [0, 255].
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Any, Sequence
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from procgen import ProcgenGym3Env
+with contextlib.redirect_stderr(io.StringIO()):  # gym 0.26 (procgen's, imported by both) prints a banner
+    from procgen import ProcgenGym3Env
+    from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
 GAMES = (
     "bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot",
@@ -35,6 +38,8 @@ DISTRIBUTION_MODES = ("easy", "hard")
 TRAIN_START_LEVEL, TRAIN_NUM_LEVELS = 0, 100_000
 EVAL_START_LEVEL, EVAL_NUM_LEVELS = 1_000_000, 100_000
 N_ACTIONS = 15
+ACTION_NAMES = ["left-down", "left", "left-up", "down", "noop", "up", "right-down", "right", "right-up",
+                "D", "A", "W", "S", "Q", "E"]  # procgen's combos, in action order
 # Procgen-paper normalization constants, easy mode: (R_min, R_max) (Cobbe et al. 2020, App. C).
 EASY_RETURN_RANGE = {
     "bigfish": (1, 40), "bossfight": (0.5, 13), "caveflyer": (3.5, 12), "chaser": (0.5, 13),

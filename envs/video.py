@@ -14,9 +14,18 @@ Conversion rule (``VideoConfig``), applied to every decoded frame in this order:
 Each kept frame comes with its source frame index and timestamp in seconds. Decoding streams:
 memory does not grow with video length.
 
+**Damaged streams.** Decoding goes packet by packet: a packet that fails to decode is counted as a
+decode error and skipped, and decoding goes on with the next one (a read error in the container
+itself ends the file there). ``VideoDecodeReport`` tells afterwards what was lost: frames decoded,
+the frame count the container declares (mp4, mov, avi, gif do; mkv and webm do not), decode
+errors, and frames lost (declared - decoded, at least one per decode error; without a declared
+count only the decode errors are counted, so a frame the demuxer skips silently goes unseen). After
+a loss, frame indices count decoded frames only; timestamps still place each frame in the source.
+
 ``import_videos`` turns files into an action-free episode dataset, one episode per file. A file that
-cannot be read (not a video, corrupt, truncated before 2 frames, no video stream) is reported by
-name with the reason and skipped; the others are imported.
+cannot be read (not a video, truncated before 2 frames, no video stream) is reported by name with
+the reason and skipped; the others are imported. A damaged file (decode errors or lost frames) is
+reported with its numbers and skipped too, unless ``allow_partial`` keeps the frames that decoded.
 
 Dimension keys: T frames, H W C image, pixels uint8 in [0, 255].
 """
@@ -24,6 +33,7 @@ Dimension keys: T frames, H W C image, pixels uint8 in [0, 255].
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -83,16 +93,78 @@ def convert_frame(rgb_HWC: np.ndarray, cfg: VideoConfig) -> np.ndarray:
     return np.asarray(image, np.uint8)
 
 
-def iter_video(path: str | os.PathLike, cfg: VideoConfig) -> Iterator[tuple[np.ndarray, int, float]]:
+@dataclass
+class VideoDecodeReport:
+    """What decoding one file lost; :func:`iter_video` fills it in while it streams.
+
+    Read it once the iteration has finished (``decoded`` counts up as frames come out).
+    """
+
+    path: str = ""
+    """The file."""
+    decoded: int = 0
+    """Frames the decoder produced (source frames, before the ``fps``/``stride`` rule)."""
+    declared: int = 0
+    """Frame count the container declares (0 = none declared, as in mkv and webm)."""
+    errors: int = 0
+    """Packets that failed to decode and were skipped, plus a container read error that ended the file."""
+
+    @property
+    def lost(self) -> int:
+        """Source frames lost: ``declared - decoded`` and at least one per decode error."""
+        return max(self.declared - self.decoded, self.errors, 0)
+
+    @property
+    def damaged(self) -> bool:
+        """True when a decode error happened or frames were lost."""
+        return self.errors > 0 or self.lost > 0
+
+    def describe(self) -> str:
+        """The damage in words, e.g. ``2 decode errors, 31 of 200 frames lost``."""
+        errors = f"{self.errors} decode error{'' if self.errors == 1 else 's'}"
+        if self.declared > 0:
+            return f"{errors}, {self.lost} of {self.declared} frames lost"
+        return (f"{errors}, at least {self.lost} frame{'' if self.lost == 1 else 's'} lost "
+                f"({self.decoded} decoded; the file declares no frame count)")
+
+    def summary(self) -> str:
+        """One line naming the file, e.g. ``clip.mp4: 2 decode errors, 31 of 200 frames lost``."""
+        return f"{self.path}: {self.describe()}"
+
+    @classmethod
+    def from_meta(cls, path: str | os.PathLike, meta: dict) -> VideoDecodeReport:
+        """Rebuild a report from the numbers :meth:`to_meta` wrote (missing numbers read as 0)."""
+        return cls(str(path), meta.get("frames_decoded", 0), meta.get("frames_declared", 0),
+                   meta.get("decode_errors", 0))
+
+    def to_meta(self) -> dict:
+        """The numbers for a ``meta.json``."""
+        return {"frames_decoded": self.decoded, "frames_declared": self.declared,
+                "decode_errors": self.errors, "frames_lost": self.lost}
+
+
+def iter_video(path: str | os.PathLike, cfg: VideoConfig,
+               report: VideoDecodeReport | None = None) -> Iterator[tuple[np.ndarray, int, float]]:
     """Stream ``(frame (size, size, 3) uint8, source frame index, timestamp s)`` from a video file.
 
+    A packet that fails to decode is skipped and counted (see the module docstring); the stream goes
+    on. Pass ``report`` to learn afterwards how many errors and lost frames there were: a file is
+    intact when ``report.damaged`` is False after the last frame.
+
+    Args:
+        path: the video file.
+        cfg: frame-rate and geometry rule.
+        report: filled in during the iteration (``path``, ``declared``, ``decoded``, ``errors``).
+
     Raises:
-        VideoError: the file is missing, is not a video, has no video stream, or breaks while
-            decoding (the frames before the break have already been yielded).
+        VideoError: the file is missing, is not a video, or has no video stream (nothing yielded).
     """
     import av
 
     path = Path(path)
+    if report is None:
+        report = VideoDecodeReport()
+    report.path = str(path)
     if not path.is_file():
         raise VideoError(f"{path}: no such file")
     try:
@@ -104,24 +176,56 @@ def iter_video(path: str | os.PathLike, cfg: VideoConfig) -> Iterator[tuple[np.n
             raise VideoError(f"{path}: no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        report.declared = max(int(stream.frames or 0), 0)
         next_t, kept = 0.0, 0
-        try:
-            for index, frame in enumerate(container.decode(stream)):
-                t = float(frame.time) if frame.time is not None else index / float(stream.average_rate or 1)
-                if cfg.fps is not None:
-                    if t + 1e-6 < next_t:
-                        continue
-                    next_t = (np.floor(t * cfg.fps + 1e-6) + 1) / cfg.fps
-                kept += 1
-                if (kept - 1) % cfg.stride:
+        for frame in decode_frames(container, stream, report):
+            index = report.decoded - 1
+            t = float(frame.time) if frame.time is not None else index / float(stream.average_rate or 1)
+            if cfg.fps is not None:
+                if t + 1e-6 < next_t:
                     continue
-                yield convert_frame(frame.to_ndarray(format="rgb24"), cfg), index, t
-        except av.FFmpegError as e:
-            raise VideoError(f"{path}: decoding failed after {kept} frames ({e})") from e
+                next_t = (np.floor(t * cfg.fps + 1e-6) + 1) / cfg.fps
+            kept += 1
+            if (kept - 1) % cfg.stride:
+                continue
+            yield convert_frame(frame.to_ndarray(format="rgb24"), cfg), index, t
+
+
+def decode_frames(container, stream, report: VideoDecodeReport) -> Iterator:
+    """Decode ``stream`` packet by packet, yielding ``av.VideoFrame`` and counting into ``report``.
+
+    A packet whose decoding fails is counted in ``report.errors`` and skipped. A read error in the
+    container is counted too and ends the stream (the decoder is flushed first, so frames it holds
+    still come out); demuxing cannot resume after one.
+    """
+    import av
+
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except StopIteration:
+            return
+        except av.FFmpegError:
+            report.errors += 1
+            packet = None  # decoding None flushes the decoder
+        try:
+            frames = stream.decode(packet)
+        except av.FFmpegError:
+            report.errors += 1
+            frames = []
+        for frame in frames:
+            report.decoded += 1
+            yield frame
+        if packet is None:
+            return
 
 
 def find_videos(inputs: list[Path]) -> list[Path]:
     """Expand directories (recursively, sorted) to their video files; files are kept as given.
+
+    A file reached twice (listed twice, or listed and inside a listed directory) is kept once, at
+    its first place.
 
     Raises:
         FileNotFoundError: an input does not exist.
@@ -134,7 +238,13 @@ def find_videos(inputs: list[Path]) -> list[Path]:
             found.append(p)
         else:
             raise FileNotFoundError(f"input {p} does not exist")
-    return found
+    seen: set[Path] = set()
+    unique = []
+    for f in found:
+        if f.resolve() not in seen:
+            seen.add(f.resolve())
+            unique.append(f)
+    return unique
 
 
 @dataclass
@@ -149,13 +259,21 @@ class ImportVideoConfig:
     """Frame conversion rule."""
     overwrite: bool = False
     """Replace an existing dataset at ``out`` (only once the new one is complete)."""
+    allow_partial: bool = False
+    """Import a damaged file (decode errors or lost frames) with the frames that decoded, with a warning,
+    instead of reporting it as failed and skipping it."""
 
 
 def import_videos(cfg: ImportVideoConfig) -> tuple[Path | None, list[str]]:
     """Import each video as one episode (frames only).
 
+    A damaged file (see :class:`VideoDecodeReport`) is a failure unless ``cfg.allow_partial``; then
+    its decoded frames are imported and a one-line warning (``clip.mp4: 2 decode errors, 31 of 200
+    frames lost``) goes to stderr. The dataset's ``meta.json`` lists each imported file with its
+    ``frames``, ``decode_errors`` and ``frames_lost``, the failures, and the partial files.
+
     Returns:
-        (dataset path or None if no video could be imported, list of failure messages).
+        (dataset path or None if no video could be imported, list of failure messages, one per file).
 
     Raises:
         FileExistsError: ``out`` exists and ``overwrite`` is False (checked before decoding).
@@ -164,30 +282,41 @@ def import_videos(cfg: ImportVideoConfig) -> tuple[Path | None, list[str]]:
     from tqdm import tqdm
 
     from envs.dataset import EpisodeWriter
-    from lapo.checkpoint import jsonable
+    from envs.io import jsonable
 
     if Path(cfg.out).exists() and not cfg.overwrite:
         raise FileExistsError(f"{cfg.out} already exists; pass --overwrite to replace it or choose another --out")
     files = find_videos(cfg.inputs)
     failures: list[str] = []
+    partial: list[str] = []
     sources: list[dict] = []
     writer = EpisodeWriter(cfg.out, overwrite=cfg.overwrite)
     try:
         for f in tqdm(files, desc="import-video", unit="file"):
+            report = VideoDecodeReport()
             try:
                 n = 0
-                for frame, _, _ in iter_video(f, cfg.video):
+                for frame, _, _ in iter_video(f, cfg.video, report):
                     writer.append_frames(frame[None])
                     n += 1
+                if report.damaged and not cfg.allow_partial:
+                    raise VideoError(f"{report.summary()}; pass --allow-partial to import the frames that decoded")
                 writer.end_episode()
-                sources.append({"file": str(f), "frames": n})
+                sources.append({"file": str(f), "frames": n, "decode_errors": report.errors,
+                                "frames_lost": report.lost})
+                if report.damaged:
+                    partial.append(report.summary())
+                    tqdm.write(f"warning: {report.summary()}", file=sys.stderr)
             except (VideoError, ValueError) as e:
                 writer.discard_episode()
-                failures.append(str(e) if str(f) in str(e) else f"{f}: {e}")
+                message = str(e) if str(f) in str(e) else f"{f}: {e}"
+                if report.damaged and report.describe() not in message:
+                    message += f" ({report.describe()})"
+                failures.append(message)
         if not sources:
             writer.abort()
             return None, failures
-        writer.meta.update({"source": {"kind": "video", "files": sources, "failed": failures},
+        writer.meta.update({"source": {"kind": "video", "files": sources, "failed": failures, "partial": partial},
                             "video": jsonable(cfg.video)})
         return writer.close(), failures
     except BaseException:

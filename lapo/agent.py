@@ -1,68 +1,73 @@
 """Deployable agent: a one-frame policy plus, for latent policies, the k-shot action head.
 
-``Agent.act(obs)`` maps ``(N, 64, 64, 3)`` uint8 frames to ``(N,)`` int64 actions. A latent agent
-computes ``head(π(o_t))`` (LAPO §3.3); a BC agent's policy outputs action logits directly. Actions
-are sampled from the softmax (Procgen policies get stuck when acting greedily) unless
-``deterministic``. Saved as ``config.json`` + ``model.safetensors``; ``from_pretrained(dir)``
-rebuilds it from the config alone.
+``Agent.act(obs)`` maps ``(N, H, W, 3)`` uint8 frames to actions of the agent's action space:
+``(N,)`` int64 for ``Discrete``, ``(N, D)`` float32 within the bounds for ``Box``. A latent agent
+computes ``head(π(o_t))`` (LAPO §3.3); a BC agent's policy outputs action logits (or values)
+directly. :class:`lapo.decoder.ActionCoding` turns outputs into actions; they are sampled
+(Procgen policies get stuck when acting greedily) unless ``deterministic``. Saved as
+``config.json`` + ``model.safetensors`` (kind ``agent``); ``from_pretrained(dir, device=...)``
+rebuilds it from the config alone. Every part of an agent lives on one device.
 
-Dimension keys: N observations, L latent dim, A actions.
+Dimension keys: N observations, L latent dim, A outputs, D action dims.
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from lapo.checkpoint import load_weights, read_config, save_checkpoint
-from lapo.decoder import ActionHead, ActionHeadConfig
+from envs.pretrained import Pretrained
+from lapo.decoder import ActionCoding, ActionHead, ActionHeadConfig, legacy_head_config
 from lapo.policy import Policy, PolicyConfig
 
 
-class Agent(nn.Module):
-    """``head ∘ policy`` (latent agent) or ``policy`` alone (BC agent, ``head=None``)."""
+class Agent(Pretrained, nn.Module):
+    """``head ∘ policy`` (latent agent) or ``policy`` alone (BC agent, ``head=None``, then
+    ``coding`` says how its outputs are actions). The head is moved to the policy's device."""
 
-    def __init__(self, policy: Policy, head: ActionHead | None = None):
+    kind = "agent"
+
+    def __init__(self, policy: Policy, head: ActionHead | None = None, coding: ActionCoding | None = None):
         super().__init__()
+        if head is None and coding is None:
+            raise ValueError("an agent without a head needs the ActionCoding of its policy's outputs")
         self.policy = policy
-        self.head = head
+        self.head = head.to(next(policy.parameters()).device) if head is not None else None
+        self.coding = head.coding if head is not None else coding
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
 
     @torch.no_grad()
     def logits(self, obs_NHWC: torch.Tensor) -> torch.Tensor:
-        """``(N, H, W, C)`` uint8 -> ``(N, A)`` float action logits."""
-        out = self.policy(obs_NHWC)
+        """``(N, H, W, C)`` uint8 -> ``(N, A)`` float action outputs (logits, bin logits or values)."""
+        out = self.policy(obs_NHWC.to(self.device))
         return self.head(out) if self.head is not None else out
 
     @torch.no_grad()
     def act(self, obs_NHWC: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """Actions ``(N,)`` int64 for frames ``(N, 64, 64, 3)`` uint8."""
-        device = next(self.parameters()).device
-        logits = self.logits(torch.as_tensor(np.asarray(obs_NHWC)).to(device))
-        if deterministic:
-            return logits.argmax(-1).cpu().numpy()
-        return torch.distributions.Categorical(logits=logits.float()).sample().cpu().numpy()
+        """Actions for frames ``(N, H, W, 3)`` uint8: ``(N,)`` int64 or ``(N, D)`` float32."""
+        return self.coding.decode(self.logits(torch.as_tensor(np.asarray(obs_NHWC))), deterministic)
 
     def predict(self, obs_NHWC: np.ndarray, state=None, episode_start=None, deterministic: bool = False):
         """stable-baselines3-style ``predict``: returns ``(actions, None)``."""
         return self.act(obs_NHWC, deterministic), None
 
-    def save_pretrained(self, path: str | os.PathLike, **extra) -> Path:
-        """Atomically write ``config.json`` + ``model.safetensors`` (``extra`` goes into the config)."""
-        config = {"policy": self.policy.cfg, "head": self.head.cfg if self.head is not None else None}
-        return save_checkpoint(path, "agent", config, self, **extra)
+    def to_config(self) -> dict:
+        return {"policy": self.policy.cfg, "head": self.head.cfg if self.head is not None else None,
+                "coding": self.coding}
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu") -> "Agent":
-        """Rebuild from ``config.json`` and load the weights.
-
-        Raises:
-            FileNotFoundError: missing files; ValueError: not an agent checkpoint or mismatched weights.
-        """
-        config = read_config(path, "agent")["config"]
-        head = ActionHead(ActionHeadConfig(**config["head"])) if config["head"] else None
-        agent = cls(Policy(PolicyConfig(**config["policy"])), head)
-        return load_weights(path, agent).to(device).eval()
+    def from_config(cls, config: dict) -> "Agent":
+        policy = Policy(PolicyConfig(**config["policy"]))
+        if "coding" not in config:  # written before action spaces: head has n_actions, BC has 15 logits
+            if config["head"] is None:
+                return cls(policy, coding=ActionCoding({"type": "Discrete", "n": policy.cfg.out_dim}))
+            head_cfg, space = legacy_head_config(config["head"])
+            head_cfg = ActionHeadConfig(**head_cfg)
+            return cls(policy, ActionHead(head_cfg, head_cfg.coding(space)))
+        coding = ActionCoding(**config["coding"])
+        head = ActionHead(ActionHeadConfig(**config["head"]), coding) if config["head"] else None
+        return cls(policy, head, coding)

@@ -5,7 +5,8 @@ This is VPT's recipe (Baker et al. 2022, §2: IDM on a small labeled set -> pseu
 unlabeled video -> behaviour cloning) and BCO(0) (Torabi et al. 2018) without its online phase.
 The IDM is the LAM's IDM network (same encoder over ``(o_{t-1}, o_t, o_{t+1})``) with a softmax over
 real actions instead of the latent bottleneck, so the two methods differ in the objective, not
-the network. Pseudo-labels are the IDM's argmax actions.
+the network. Pseudo-labels are the IDM's most likely actions (argmax, or bin centres / regressed
+values for continuous actions).
 
 Dimension keys: B batch, T=3 window frames, H W C image, A actions.
 """
@@ -16,14 +17,18 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from envs.pretrained import Pretrained
 from lapo.nets import build_encoder, to_float
 from lapo.policy import PolicyConfig
 
 
-class SupervisedIDM(nn.Module):
-    """``(B, 3, H, W, C)`` uint8 windows ``(o_{t-1}, o_t, o_{t+1})`` -> ``(B, A)`` action logits.
-    ``cfg`` is a policy config read for 9 input channels, ``out_dim`` = A (the benchmark copies the
-    LAM's IDM sizes into it)."""
+class SupervisedIDM(Pretrained, nn.Module):
+    """``(B, 3, H, W, C)`` uint8 windows ``(o_{t-1}, o_t, o_{t+1})`` -> ``(B, A)`` action outputs
+    (:class:`lapo.decoder.ActionCoding`). ``cfg`` is a policy config read for 9 input channels,
+    ``out_dim`` = A (the benchmark copies the LAM's IDM sizes into it)."""
+
+    kind = "supervised_idm"
+    config_class = PolicyConfig
 
     def __init__(self, cfg: PolicyConfig):
         super().__init__()
@@ -34,28 +39,30 @@ class SupervisedIDM(nn.Module):
         return self.net(to_float(window_B3HWC))
 
 
-def train_supervised_idm(ds, indices: np.ndarray, actions: np.ndarray, cfg: PolicyConfig,
-                         train_cfg, writer=None) -> SupervisedIDM:
-    """Fit a :class:`SupervisedIDM` by cross-entropy on labeled transitions.
+def train_supervised_idm(ds, indices: np.ndarray, actions: np.ndarray, cfg: PolicyConfig, train_cfg,
+                         coding, writer=None) -> SupervisedIDM:
+    """Fit a :class:`SupervisedIDM` on labeled transitions (loss of the action coding).
 
     Args:
         ds: :class:`envs.dataset.EpisodeDataset` (its windows are read, never its actions).
         indices: (k,) transition indices of the labeled subset.
-        actions: (k,) int64 true actions of those transitions.
-        cfg: network; train_cfg: :class:`lapo.policy.PolicyTrainConfig` (steps, batch, lr, shift, seed).
+        actions: (k,) int64 or (k, D) float32 true actions of those transitions.
+        cfg: network; train_cfg: :class:`lapo.policy.PolicyTrainConfig`; coding: the
+            :class:`lapo.decoder.ActionCoding` of the action space.
     """
     from lapo.policy import fit_network
+    from lapo.training import build_device
 
-    torch.manual_seed(train_cfg.seed)
-    return fit_network(SupervisedIDM(cfg), ds.idm_window, np.asarray(indices), np.asarray(actions),
-                       train_cfg, "ce", writer, tag="supervised_idm")
+    device = build_device(train_cfg)
+    return fit_network(SupervisedIDM(cfg).to(device), ds.idm_window, np.asarray(indices), np.asarray(actions),
+                       train_cfg, coding, writer, tag="supervised_idm")
 
 
 @torch.no_grad()
-def pseudo_label(idm: SupervisedIDM, ds, t: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """The IDM's argmax action for each transition ``t``: ``(M,)`` int64."""
+def pseudo_label(idm: SupervisedIDM, ds, t: np.ndarray, coding, batch_size: int = 512) -> np.ndarray:
+    """The IDM's most likely action for each transition ``t``: ``(M,)`` int64 or ``(M, D)`` float32."""
     idm.eval()
     device = next(idm.parameters()).device
-    out = [idm(torch.from_numpy(ds.idm_window(t[i:i + batch_size])).to(device)).argmax(-1).cpu()
+    out = [coding.decode(idm(torch.from_numpy(ds.idm_window(t[i:i + batch_size])).to(device)), deterministic=True)
            for i in range(0, len(t), batch_size)]
-    return torch.cat(out).numpy().astype(np.int64)
+    return np.concatenate(out)

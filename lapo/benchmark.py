@@ -26,12 +26,14 @@ uses actions (the labeled draws, oracle BC) and from the BC stages.
 
 Every (game, method, k, seed) result is a JSON cell under ``run_dir/cells``, written when it
 finishes; a rerun skips finished cells, and the shared stages (dataset, LAM, labels, latent
-policy) are checkpoints under ``run_dir/GAME/``. A new game, method, k or seed adds only its own
+policy) are stage outputs under ``run_dir/GAME/`` (:mod:`lapo.stages`; reused when made with the
+same settings, resumed when interrupted). Methods are a registry (``METHODS``: name -> function), so
+a new method is one entry. A new game, method, k or seed adds only its own
 cells. Changing any other setting needs a new ``run_dir`` (checked against
 ``run_dir/benchmark_config.json``).
 
 Metrics per (game, method, k): mean return over seeds (each seed's mean over its episodes), a 95%
-CI from a two-level bootstrap (resample seeds, then episodes within each), normalized return
+CI from the stratified bootstrap of :mod:`lapo.stats` (episodes resampled within each seed), normalized return
 ``(R - R_random) / (R_demonstrator - R_random)`` with both references averaged over the same seeds
 and levels, probe accuracy (``ours``: a k-shot head on IDM latents, LAPO §4.2's probe; ``idm``:
 the supervised IDM) and action accuracy (the agent's argmax action) on held-out transitions.
@@ -50,13 +52,12 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.procgen import check_game
 from lapo.decoder import ActionHeadConfig
 from lapo.lam import LAMConfig, LAMTrainConfig
 from lapo.policy import PolicyConfig, PolicyTrainConfig
 
 REFERENCES = ("random", "demonstrator")
-METHODS = ("oracle_bc", "bc", "idm", "ours")
+TRAINED = ("oracle_bc", "bc", "idm", "ours")  # methods besides the references (registry: METHODS)
 K_METHODS = ("bc", "idm", "ours")  # methods whose result depends on k
 METHOD_NAMES = {"random": "random", "demonstrator": "demonstrator", "oracle_bc": "oracle BC (all actions)",
                 "bc": "BC on k labels", "idm": "IDM on k labels -> BC", "ours": "latent policy + k-shot head"}
@@ -73,7 +74,7 @@ class BenchmarkConfig:
     """Numbers of labeled transitions."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds: labeled-subset draw, network inits and evaluation levels."""
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = TRAINED
     """Methods besides the two references (random, demonstrator), which always run."""
     run_dir: Path = Path("runs/benchmark")
     """Cells, shared checkpoints, results.json, results.md and the plot."""
@@ -112,15 +113,17 @@ class BenchmarkConfig:
     def __post_init__(self):
         self.games, self.ks, self.seeds, self.methods = (tuple(self.games), tuple(self.ks), tuple(self.seeds),
                                                          tuple(self.methods))
+        from envs.procgen import check_game
+
         for game in self.games:
             check_game(game, self.distribution_mode)
         if not self.games or not self.seeds:
             raise ValueError("need at least one game and one seed")
         if any(k < 1 for k in self.ks):
             raise ValueError(f"every k must be >= 1, got {self.ks}")
-        bad = [m for m in self.methods if m not in METHODS]
+        bad = [m for m in self.methods if m not in TRAINED]
         if bad:
-            raise ValueError(f"unknown methods {bad}; choose from {list(METHODS)}")
+            raise ValueError(f"unknown methods {bad}; choose from {list(TRAINED)}")
         if self.eval_episodes < 2:
             raise ValueError(f"eval_episodes must be >= 2 for a confidence interval, got {self.eval_episodes}")
         if not 0 < self.probe_fraction < 1:
@@ -167,30 +170,26 @@ def cell_path(run_dir: Path, game: str, method: str, k: int | None, seed: int) -
 
 class GameRun:
     """One game's video, held-out probe transitions and per-seed shared stages (built lazily,
-    cached as checkpoints under ``run_dir/GAME``)."""
+    cached as stage outputs under ``run_dir/GAME``)."""
 
     def __init__(self, cfg: BenchmarkConfig, game: str):
-        from envs.collect import CollectConfig, collect
-        from envs.dataset import EpisodeDataset
+        from envs.collect import CollectConfig
+        from envs.dataset import space_to_json
         from envs.demonstrator import shipped_demonstrator
-        from lapo.pipeline import same_collection
+        from lapo import stages
 
         self.cfg, self.game = cfg, game
         self.dir = Path(cfg.run_dir) / game
         self.demonstrator_dir = shipped_demonstrator(game)
-        data_dir = self.dir / "dataset"
-        collect_cfg = CollectConfig(out=data_dir, env_name=game, num_frames=cfg.num_frames,
-                                    demonstrator=self.demonstrator_dir, distribution_mode=cfg.distribution_mode,
-                                    overwrite=True)
-        if not same_collection(data_dir, collect_cfg):
-            collect(collect_cfg)
-        self.ds = EpisodeDataset(data_dir)
-        self.n_actions = int(self.ds.meta.get("n_actions", 15))
+        self.ds = stages.collect(CollectConfig(out=self.dir / "dataset", env_name=game, num_frames=cfg.num_frames,
+                                               demonstrator=self.demonstrator_dir,
+                                               distribution_mode=cfg.distribution_mode))
+        self.coding = cfg.head.coding(space_to_json(self.ds.action_space))
         # held-out episodes: never in a training set that uses actions, never in a BC stage
         self.train_t, test_t = self.ds.episode_split(cfg.probe_fraction, seed=0)
         self.test_t = test_t[np.linspace(0, len(test_t) - 1, min(len(test_t), cfg.probe_max)).astype(int)]
         self._test_actions = None
-        self._shared: dict[tuple[str, int], object] = {}
+        self._shared: dict[int, tuple] = {}
 
     # --- the doors to true actions ---
     def subset(self, k: int, seed: int):
@@ -199,110 +198,118 @@ class GameRun:
 
     def oracle_actions(self) -> np.ndarray:
         """Every training transition's true action: for ``oracle_bc`` only."""
-        return np.asarray(self.ds.oracle_actions()[self.train_t], np.int64)
+        return np.asarray(self.ds.oracle_actions()[self.train_t])
 
     def test_actions(self) -> np.ndarray:
         """Held-out transitions' true actions: for scoring only."""
         if self._test_actions is None:
-            self._test_actions = np.asarray(self.ds.oracle_actions()[self.test_t], np.int64)
+            self._test_actions = np.asarray(self.ds.oracle_actions()[self.test_t])
         return self._test_actions
 
     # --- shared per-seed stages (frames only) ---
     def latent_stages(self, seed: int):
-        """``(Labels, latent policy)`` of a seed: LAM -> labels -> latent BC, each loaded if saved."""
-        if ("latent", seed) in self._shared:
-            return self._shared[("latent", seed)]
-        from lapo.checkpoint import load_weights, save_checkpoint
-        from lapo.label import Labels, label_dataset
-        from lapo.lam import train_lam
-        from lapo.policy import Policy, train_policy
+        """``(Labels, latent policy)`` of a seed: LAM -> labels -> latent BC, each reused if saved."""
+        if seed not in self._shared:
+            from lapo import stages
 
-        cfg, d = self.cfg, self.dir / f"seed{seed}"
-        if not (d / "lam" / "model.safetensors").is_file():
-            train_lam(self.ds.path, d / "lam", cfg.lam, dataclasses.replace(cfg.lam_train, seed=seed),
-                      log_dir=d / "tb" / "lam")
-        if not (d / "labels" / "meta.json").is_file():
-            label_dataset(d / "lam", self.ds.path, d / "labels", overwrite=True)
-        labels = Labels(d / "labels")
-        latent_cfg = dataclasses.replace(cfg.policy, out_dim=cfg.lam.latent_dim)
-        if (d / "latent_policy" / "model.safetensors").is_file():
-            policy = load_weights(d / "latent_policy", Policy(latent_cfg)).eval()
-        else:
-            policy = train_policy(self.ds.frames, self.train_t, np.asarray(labels.latents[self.train_t]),
-                                  latent_cfg, dataclasses.replace(cfg.policy_train, seed=seed), loss="mse",
-                                  tag="latent_policy")
-            save_checkpoint(d / "latent_policy", "policy", latent_cfg, policy, lam=str(d / "lam"))
-        self._shared[("latent", seed)] = (labels, policy)
-        return labels, policy
+            cfg, d = self.cfg, self.dir / f"seed{seed}"
+            stages.train_lam(self.ds, d / "lam", cfg.lam, dataclasses.replace(cfg.lam_train, seed=seed), d / "tb" / "lam")
+            labels = stages.label(d / "lam", self.ds, d / "labels")
+            policy = stages.latent_bc(self.ds, labels, d / "latent_policy", cfg.policy,
+                                      dataclasses.replace(cfg.policy_train, seed=seed), pool=self.train_t)
+            self._shared[seed] = (labels, policy)
+        return self._shared[seed]
 
-    # --- methods: each returns (act function or agent, probe accuracy or None) ---
-    def train(self, method: str, k: int | None, seed: int):
-        from lapo.agent import Agent
-        from lapo.policy import train_policy
+    def bc(self, indices: np.ndarray, actions: np.ndarray, train_cfg: PolicyTrainConfig, seed: int, tag: str):
+        """BC agent (the benchmark's one policy network) on ``actions`` at frame ``indices``."""
+        from lapo import stages
 
-        cfg = self.cfg
-        bc_cfg = dataclasses.replace(cfg.policy, out_dim=self.n_actions)
-        if method == "random":
-            from lapo.evaluate import random_act
-            return random_act(self.n_actions, seed), None
-        if method == "demonstrator":
-            from envs.demonstrator import Demonstrator
-            return Demonstrator.from_pretrained(self.demonstrator_dir).act, None
-        if method == "oracle_bc":
-            return Agent(train_policy(self.ds.frames, self.train_t, self.oracle_actions(), bc_cfg,
-                                      dataclasses.replace(cfg.policy_train, seed=seed), "ce", tag="oracle_bc")), None
-        subset = self.subset(k, seed)
-        if method == "bc":
-            return Agent(train_policy(self.ds.frames, subset.indices, subset.actions, bc_cfg,
-                                      dataclasses.replace(cfg.bc_train, seed=seed), "ce", tag="bc_k")), None
-        if method == "idm":
-            from lapo.baselines import pseudo_label, train_supervised_idm
-            idm_cfg = PolicyConfig(image_size=cfg.lam.image_size, encoder=cfg.lam.idm_encoder,
-                                   channels=cfg.lam.idm_channels, hidden=cfg.lam.idm_hidden, out_dim=self.n_actions)
-            idm = train_supervised_idm(self.ds, subset.indices, subset.actions, idm_cfg,
-                                       dataclasses.replace(cfg.idm_train, seed=seed))
-            probe = float((pseudo_label(idm, self.ds, self.test_t) == self.test_actions()).mean())
-            pseudo = pseudo_label(idm, self.ds, self.train_t)
-            return Agent(train_policy(self.ds.frames, self.train_t, pseudo, bc_cfg,
-                                      dataclasses.replace(cfg.policy_train, seed=seed), "ce", tag="idm_bc")), probe
-        if method == "ours":
-            from lapo.decoder import fit_action_head, head_latents, probe_accuracy
-            labels, policy = self.latent_stages(seed)
-            head_cfg = dataclasses.replace(cfg.head, latent_dim=cfg.lam.latent_dim, n_actions=self.n_actions)
-            head = fit_action_head(head_latents(cfg.head_input, policy, self.ds.frames, labels.latents,
-                                                subset.indices), subset.actions, head_cfg, seed)
-            probe = probe_accuracy(np.asarray(labels.latents[subset.indices]), subset.actions,
-                                   np.asarray(labels.latents[self.test_t]), self.test_actions(),
-                                   self.n_actions)["probe_accuracy"]
-            return Agent(policy, head), probe
-        raise ValueError(f"unknown method {method!r}")
+        return stages.behaviour_cloning(self.ds.frames, indices, actions, self.coding, self.cfg.policy,
+                                        dataclasses.replace(train_cfg, seed=seed), tag=tag)
 
     def run_cell(self, method: str, k: int | None, seed: int) -> dict:
-        """Train, score on held-out transitions, evaluate on unseen levels; the cell's dict."""
+        """Train (``METHODS[method]``), score on held-out transitions, evaluate on unseen levels."""
         import torch
 
+        from lapo import stages
         from lapo.agent import Agent
-        from lapo.evaluate import evaluate
 
         t0 = time.perf_counter()
-        agent, probe = self.train(method, k, seed)
+        agent, probe = METHODS[method](self, k, seed)
         train_s = time.perf_counter() - t0
         action_acc = None
         if isinstance(agent, Agent):
-            with torch.no_grad():
-                pred = np.concatenate([agent.logits(torch.from_numpy(np.asarray(self.ds.frames[i])))
-                                       .argmax(-1).cpu().numpy() for i in np.array_split(self.test_t, 8)])
+            pred = np.concatenate([agent.act(np.asarray(self.ds.frames[i]), deterministic=True)
+                                   for i in np.array_split(self.test_t, 8)])
             action_acc = float((pred == self.test_actions()).mean())
         act = agent.act if isinstance(agent, Agent) else agent
         torch.manual_seed(seed)  # the agent's action sampling
-        res = evaluate(act, env_name=self.game, num_episodes=self.cfg.eval_episodes,
-                       distribution_mode=self.cfg.distribution_mode, seed=seed,
-                       desc=f"eval {self.game} {method} k={k} seed={seed}")
+        res = stages.evaluate(act, self.game, self.cfg.eval_episodes, self.cfg.distribution_mode, seed=seed,
+                              desc=f"eval {self.game} {method} k={k} seed={seed}")
         return {"game": self.game, "method": method, "k": k, "seed": seed,
                 "mean_return": res.mean, "returns": res.returns.tolist(), "lengths": res.lengths.tolist(),
                 "level_seeds": res.level_seeds.tolist(), "probe_accuracy": probe,
                 "action_accuracy": action_acc, "train_seconds": round(train_s, 1),
                 "eval_seconds": round(time.perf_counter() - t0 - train_s, 1)}
+
+
+# ----------------------------------------------------------------------------------------------
+# methods: name -> (game run, k, seed) -> (agent or act function, held-out probe accuracy or None)
+# ----------------------------------------------------------------------------------------------
+
+
+def random_method(run: GameRun, k, seed: int):
+    from lapo.evaluate import random_act
+
+    return random_act(run.coding.space, seed), None
+
+
+def demonstrator_method(run: GameRun, k, seed: int):
+    from envs.demonstrator import Demonstrator
+
+    return Demonstrator.from_pretrained(run.demonstrator_dir).act, None
+
+
+def oracle_bc_method(run: GameRun, k, seed: int):
+    """BC on every training transition's true action."""
+    return run.bc(run.train_t, run.oracle_actions(), run.cfg.policy_train, seed, "oracle_bc"), None
+
+
+def bc_method(run: GameRun, k: int, seed: int):
+    """BC on the k labeled transitions only."""
+    subset = run.subset(k, seed)
+    return run.bc(subset.indices, subset.actions, run.cfg.bc_train, seed, "bc_k"), None
+
+
+def idm_method(run: GameRun, k: int, seed: int):
+    """Supervised IDM on the k labels -> pseudo-labels for the video -> BC (VPT / BCO(0))."""
+    from lapo.baselines import pseudo_label, train_supervised_idm
+
+    cfg, subset = run.cfg, run.subset(k, seed)
+    idm_cfg = PolicyConfig(image_size=cfg.lam.image_size, encoder=cfg.lam.idm_encoder, channels=cfg.lam.idm_channels,
+                           hidden=cfg.lam.idm_hidden, out_dim=run.coding.out_dim)
+    idm = train_supervised_idm(run.ds, subset.indices, subset.actions, idm_cfg,
+                               dataclasses.replace(cfg.idm_train, seed=seed), run.coding)
+    probe = float((pseudo_label(idm, run.ds, run.test_t, run.coding) == run.test_actions()).mean())
+    pseudo = pseudo_label(idm, run.ds, run.train_t, run.coding)
+    return run.bc(run.train_t, pseudo, cfg.policy_train, seed, "idm_bc"), probe
+
+
+def ours_method(run: GameRun, k: int, seed: int):
+    """LAM on frames -> latent BC (shared per seed) -> k-shot head on the k labels (LAPO §3)."""
+    from lapo import stages
+    from lapo.decoder import probe_scores
+
+    labels, policy = run.latent_stages(seed)
+    subset = run.subset(k, seed)
+    agent = stages.fit_head(policy, run.ds, labels, subset, run.cfg.head, run.cfg.head_input, seed)
+    probe = probe_scores(np.asarray(labels.latents[subset.indices]), subset.actions,
+                         np.asarray(labels.latents[run.test_t]), run.test_actions(), run.coding.space)
+    return agent, probe["probe_accuracy"]
+
+
+METHODS = {"random": random_method, "demonstrator": demonstrator_method, "oracle_bc": oracle_bc_method,
+           "bc": bc_method, "idm": idm_method, "ours": ours_method}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -316,8 +323,7 @@ def check_run_dir(cfg: BenchmarkConfig) -> None:
     Raises:
         ValueError: the run directory holds cells made with other settings (names the fields).
     """
-    from lapo.checkpoint import jsonable
-    from lapo.io import atomic_write_text
+    from envs.io import atomic_write_text, jsonable
 
     settings = {k: v for k, v in jsonable(cfg).items() if k not in SWEEP_FIELDS}
     path = Path(cfg.run_dir) / "benchmark_config.json"
@@ -334,7 +340,7 @@ def check_run_dir(cfg: BenchmarkConfig) -> None:
 def cells_of(cfg: BenchmarkConfig, game: str):
     """Every (method, k, seed) of the sweep for a game, references first."""
     for seed in cfg.seeds:
-        for method in REFERENCES + tuple(m for m in METHODS if m in cfg.methods):
+        for method in REFERENCES + tuple(m for m in TRAINED if m in cfg.methods):
             for k in (cfg.ks if method in K_METHODS else (None,)):
                 yield method, k, seed
 
@@ -342,7 +348,7 @@ def cells_of(cfg: BenchmarkConfig, game: str):
 def run_benchmark(cfg: BenchmarkConfig) -> dict:
     """Run every missing cell, then aggregate; returns the results dict also written to
     ``run_dir/results.json`` (plus ``results.md`` and ``normalized_return.png``)."""
-    from lapo.io import atomic_write_text
+    from envs.io import atomic_write_text
     from lapo.training import set_threads
 
     set_threads(cfg.threads)
@@ -384,22 +390,6 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
 # ----------------------------------------------------------------------------------------------
 
 
-def bootstrap_ci(per_seed: list[np.ndarray], n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% percentile CI of the mean over seeds of per-seed mean returns, by a two-level bootstrap:
-    resample seeds with replacement, then each drawn seed's episodes with replacement."""
-    rng = np.random.default_rng(seed)
-    S = len(per_seed)
-    pick = rng.integers(0, S, (n_boot, S))  # which seed fills each slot of each resample
-    means = np.zeros(n_boot)
-    for s, returns in enumerate(per_seed):
-        returns = np.asarray(returns, float)
-        m = int((pick == s).sum())
-        draws = returns[rng.integers(0, len(returns), (m, len(returns)))].mean(1)  # (m,)
-        np.add.at(means, np.nonzero(pick == s)[0], draws)
-    lo, hi = np.percentile(means / S, [2.5, 97.5])
-    return float(lo), float(hi)
-
-
 def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
     """Rows per (game, method, k) with mean return, bootstrap CI, normalized return and accuracies,
     the per-k average over games, and the issue's targets evaluated on them.
@@ -407,7 +397,7 @@ def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
     Raises:
         ValueError: two methods of one (game, seed) were evaluated on different levels.
     """
-    from lapo.evaluate import normalized_return
+    from lapo.stats import bootstrap_ci, normalized_return
 
     by_key: dict[tuple, list[dict]] = {}
     for c in cells:
@@ -440,7 +430,7 @@ def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
                          "eval_seconds": sum(c["eval_seconds"] for c in group)})
     # average normalized return over games, per (method, k)
     average = []
-    for method in REFERENCES + METHODS:
+    for method in REFERENCES + TRAINED:
         for k in sorted({r["k"] for r in rows if r["method"] == method}, key=lambda x: -1 if x is None else x):
             vals = [r["normalized_return"] for r in rows if r["method"] == method and r["k"] == k]
             if len(vals) == len(refs):
@@ -479,7 +469,7 @@ def format_results(results: dict) -> str:
         episodes = next(r["episodes"] for r in rows if r["game"] == game) // len(seeds)
         out += [f"### {game}", "", f"normalized return (mean return [95% CI]); seeds {seeds}, {episodes} unseen "
                 "levels per seed", "", head, sep]
-        for method in REFERENCES + METHODS:
+        for method in REFERENCES + TRAINED:
             cells = {r["k"]: r for r in rows if r["game"] == game and r["method"] == method}
             if not cells:
                 continue
@@ -498,7 +488,7 @@ def format_results(results: dict) -> str:
     avg = results["average_over_games"]
     if avg:
         out += [f"### average over games ({', '.join(results['references'])}; normalized return)", "", head, sep]
-        for method in REFERENCES + METHODS:
+        for method in REFERENCES + TRAINED:
             vals = {a["k"]: a["normalized_return"] for a in avg if a["method"] == method}
             if vals:
                 out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(

@@ -25,13 +25,14 @@ import torch
 from tqdm import tqdm
 
 from envs.dataset import EpisodeDataset
-from lapo.io import atomic_dir
+from envs.io import atomic_dir
 
 
 def label_dataset(lam_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
                   out: str | os.PathLike | None = None, batch_size: int = 512,
-                  overwrite: bool = False, device: str = "cpu") -> Path:
-    """Write latent-action labels for every transition of ``dataset_dir``.
+                  overwrite: bool = False, device: str = "cpu", record: dict | None = None) -> Path:
+    """Write latent-action labels for every transition of ``dataset_dir`` (``record``: what made
+    them, stored in meta.json for the stage graph's reuse rule).
 
     Returns:
         The labels directory.
@@ -40,9 +41,10 @@ def label_dataset(lam_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
         FileNotFoundError / ValueError: bad LAM checkpoint or dataset, or frames of another size;
         FileExistsError: ``out`` exists and ``overwrite`` is False.
     """
-    from lapo.lam import load_lam
+    from lapo.lam import LatentActionModel
 
-    lam = for_inference(load_lam(lam_dir, device))
+    lam = for_inference(LatentActionModel.from_pretrained(lam_dir, device))
+    device = next(lam.parameters()).device
     ds = EpisodeDataset(dataset_dir)
     size = lam.cfg.image_size
     if ds.frame_shape != (size, size, 3):
@@ -58,9 +60,9 @@ def label_dataset(lam_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
         with torch.no_grad(), tqdm(total=len(t_all), desc="label", unit="transition") as bar:
             for i in range(0, len(t_all), batch_size):
                 t = t_all[i:i + batch_size]
-                z, _, c, _, _ = lam.encode(torch.from_numpy(ds.idm_window(t)).to(device))
-                latents[t] = z.float().cpu().numpy()
-                codes[t] = c.cpu().numpy()
+                enc = lam.encode(torch.from_numpy(ds.idm_window(t)).to(device))
+                latents[t] = enc.z.float().cpu().numpy()
+                codes[t] = enc.codes.cpu().numpy()
                 valid[t] = True
                 bar.update(len(t))
         latents.flush()
@@ -69,7 +71,7 @@ def label_dataset(lam_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
         np.save(tmp / "valid.npy", valid)
         (tmp / "meta.json").write_text(json.dumps(
             {"lam": str(lam_dir), "dataset": str(dataset_dir), "latent_dim": L, "groups": G,
-             "num_transitions": int(valid.sum())}, indent=2))
+             "num_transitions": int(valid.sum()), "record": record}, indent=2))
     return out
 
 
@@ -106,7 +108,8 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
 
     Output directory (written atomically)::
 
-        meta.json          source file, LAM checkpoint, conversion rule, counts
+        meta.json          source file, LAM checkpoint, conversion rule, counts, and what decoding
+                           lost: decode_errors, frames_lost, frames_decoded, frames_declared
         latents.npy        (M, L) float32  continuous IDM latent of transition o_t -> o_{t+1}
         codes.npy          (M, G) int64    its quantized codes
         frame_indices.npy  (M,) int64      source frame index of o_t (in the decoded stream)
@@ -115,13 +118,18 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
     M = kept frames - 1. As for datasets, the IDM window edge-pads ``o_{t-1}`` at t = 0. Memory holds
     at most ``batch_size + 2`` frames plus the (small) latents.
 
+    A damaged file (packets that fail to decode, frames lost; see :mod:`envs.video`) is labeled from
+    the frames that decoded, and ``meta.json`` records the damage; the caller decides whether that is
+    acceptable (``lapo label`` counts it as failed unless ``--allow-partial``). Across a lost stretch
+    the transition o_t -> o_{t+1} spans the gap; ``timestamps.npy`` shows where.
+
     Raises:
-        envs.video.VideoError: the file cannot be decoded or has fewer than 2 kept frames (nothing is
+        envs.video.VideoError: the file cannot be opened or has fewer than 2 kept frames (nothing is
             written); FileExistsError: ``out`` exists and ``overwrite`` is False; ValueError:
             ``video_cfg.size`` is not the LAM's image size.
     """
-    from envs.video import VideoError, iter_video
-    from lapo.checkpoint import jsonable
+    from envs.video import VideoDecodeReport, VideoError, iter_video
+    from envs.io import jsonable
 
     out = Path(out)
     if out.exists() and not overwrite:
@@ -144,9 +152,9 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
             frames = np.stack(buf[prev[0] - base:t[-1] + 2 - base])  # (n, H, W, C) the windows need
             windows = frames[np.stack([prev, t, t + 1], 1) - prev[0]]  # (B, 3, H, W, C)
             with torch.no_grad():
-                z, _, c, _, _ = lam.encode(torch.from_numpy(windows).to(device))
-            zs.append(z.float().cpu().numpy())
-            codes.append(c.cpu().numpy())
+                enc = lam.encode(torch.from_numpy(windows).to(device))
+            zs.append(enc.z.float().cpu().numpy())
+            codes.append(enc.codes.cpu().numpy())
             next_t = int(t[-1]) + 1
             if bar is not None:
                 bar.update(len(t))
@@ -154,14 +162,16 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
         del buf[:drop]
         base += drop
 
-    for frame, index, seconds in iter_video(path, video_cfg):
+    report = VideoDecodeReport()
+    for frame, index, seconds in iter_video(path, video_cfg, report):
         buf.append(frame)
         indices.append(index)
         times.append(seconds)
         flush(final=False)
     flush(final=True)
     if len(indices) < 2:
-        raise VideoError(f"{path}: {len(indices)} frame(s) after conversion; at least 2 are needed")
+        damage = f" ({report.describe()})" if report.damaged else ""
+        raise VideoError(f"{path}: {len(indices)} frame(s) after conversion; at least 2 are needed{damage}")
     with atomic_dir(out, overwrite=overwrite) as tmp:
         np.save(tmp / "latents.npy", np.concatenate(zs))
         np.save(tmp / "codes.npy", np.concatenate(codes))
@@ -170,6 +180,6 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
         (tmp / "meta.json").write_text(json.dumps(
             {"source": str(path), "lam": str(getattr(lam, "checkpoint_path", "")),
              "video": jsonable(video_cfg),
-             "num_frames": len(indices), "num_transitions": len(indices) - 1,
+             "num_frames": len(indices), "num_transitions": len(indices) - 1, **report.to_meta(),
              "latent_dim": lam.cfg.latent_dim, "groups": lam.cfg.groups}, indent=2))
     return out

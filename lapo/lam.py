@@ -22,13 +22,16 @@ Dimension keys: B batch, T=3 window frames, H W C image, L latent dim, G groups.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from envs.pretrained import Pretrained
 from lapo.nets import ConvEncoder, build_encoder, to_float, up_block
+from lapo.training import TrainConfig, all_reduce_sum
 from lapo.vq import build_quantizer, perplexity
 
 
@@ -104,15 +107,71 @@ class FDM(nn.Module):
         return past_B6HW[:, 3:] + self.out(x)  # residual on o_t
 
 
-class LatentActionModel(nn.Module):
+class LatentActions(NamedTuple):
+    """IDM + quantizer output for B transitions."""
+
+    z: torch.Tensor
+    """(B, L) float: the continuous pre-quantization latent action (what latent BC regresses)."""
+    z_q: torch.Tensor
+    """(B, L) float: the quantized latent (straight-through gradients)."""
+    codes: torch.Tensor
+    """(B, G) int64: code index per group."""
+    aux_loss: torch.Tensor
+    """(): the quantizer's auxiliary loss (VQ commitment; zero for FSQ)."""
+    stats: dict
+    """Scalars: ``perplexity``."""
+
+
+class LAMOutput(NamedTuple):
+    """:meth:`LatentActionModel.forward` output: the latent actions plus the FDM's prediction."""
+
+    z: torch.Tensor
+    """(B, L) float continuous latent."""
+    z_q: torch.Tensor
+    """(B, L) float quantized latent."""
+    codes: torch.Tensor
+    """(B, G) int64 codes."""
+    pred: torch.Tensor
+    """(B, 3, h, w) float: predicted o_{t+1} at ``fdm_size``, [0, 1] units."""
+    target: torch.Tensor
+    """(B, 3, h, w) float: the true o_{t+1} at ``fdm_size``."""
+    stats: dict
+    """Scalars: perplexity, fdm_loss, copy_last_loss."""
+
+
+class BatchStandardize(nn.BatchNorm1d):
+    """``BatchNorm1d(affine=False)`` whose batch statistics are summed over torchrun ranks, so N
+    processes normalize exactly as one process with the global batch (``SyncBatchNorm`` needs CUDA).
+    Same buffers as ``nn.BatchNorm1d``: checkpoints are unchanged. ``(B, L)`` float in and out."""
+
+    def __init__(self, num_features: int):
+        super().__init__(num_features, affine=False)
+
+    def forward(self, x_BL: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return super().forward(x_BL)
+        x = x_BL.float()
+        n = all_reduce_sum(x.new_tensor([x.shape[0]]))
+        mean = all_reduce_sum(x.sum(0)) / n  # (L,)
+        var = all_reduce_sum(((x - mean) ** 2).sum(0)) / n  # (L,) biased, used to normalize
+        with torch.no_grad():
+            self.running_mean.lerp_(mean.detach(), self.momentum)
+            self.running_var.lerp_(var.detach() * n / (n - 1).clamp_min(1), self.momentum)
+            self.num_batches_tracked += 1
+        return (x - mean) / torch.sqrt(var + self.eps)
+
+
+class LatentActionModel(Pretrained, nn.Module):
     """IDM + quantizer + FDM.
 
     ``forward(window_B3HWC)`` takes uint8 windows ``(B, 3, H, W, C)`` = ``(o_{t-1}, o_t, o_{t+1})``
-    and returns ``(out, loss)``: ``out`` holds ``z`` (B, L) the continuous pre-quantization latent,
-    ``z_q`` (B, L), ``codes`` (B, G) int64, ``pred`` and ``target`` (B, 3, h, w) at ``fdm_size`` in
-    [0, 1] units, and ``stats`` (perplexity, fdm_loss, copy_last_loss); ``loss`` is the FDM MSE
-    plus the quantizer's auxiliary loss.
+    and returns ``(LAMOutput, loss)``; ``loss`` is the FDM MSE plus the quantizer's auxiliary loss.
+    ``encode`` runs the IDM + quantizer only (:class:`LatentActions`). Saved and loaded with
+    ``save_pretrained`` / ``from_pretrained`` (kind ``lam``).
     """
+
+    kind = "lam"
+    config_class = LAMConfig
 
     def __init__(self, cfg: LAMConfig):
         super().__init__()
@@ -121,29 +180,28 @@ class LatentActionModel(nn.Module):
                                  cfg.latent_dim)
         # standardize each latent dim over the batch before the quantizer's bound: otherwise the
         # small initial IDM outputs all round to FSQ's zero level and the latent starts unused
-        self.idm_norm = nn.BatchNorm1d(cfg.latent_dim, affine=False)
+        self.idm_norm = BatchStandardize(cfg.latent_dim)
         self.quantizer = build_quantizer(cfg.quantizer, cfg.latent_dim, cfg.fsq_levels, cfg.groups,
                                          cfg.codebook_size)
         self.fdm = FDM(cfg)
 
-    def encode(self, window_B3HWC: torch.Tensor):
-        """IDM + quantizer: returns ``(z, z_q, codes, aux_loss, stats)`` (see class docstring)."""
+    def encode(self, window_B3HWC: torch.Tensor) -> LatentActions:
+        """IDM + quantizer for uint8 windows ``(B, 3, H, W, C)``."""
         x = to_float(window_B3HWC, channels_last=not self.training)  # (B, 9, H, W)
         z = self.quantizer.bound(self.idm_norm(self.idm(x)))  # (B, L)
         z_q, codes, aux, stats = self.quantizer(z.float())
-        return z, z_q, codes, aux, stats
+        return LatentActions(z, z_q, codes, aux, stats)
 
-    def forward(self, window_B3HWC: torch.Tensor):
-        z, z_q, codes, aux, stats = self.encode(window_B3HWC)
+    def forward(self, window_B3HWC: torch.Tensor) -> tuple[LAMOutput, torch.Tensor]:
+        enc = self.encode(window_B3HWC)
         x = to_float(window_B3HWC)  # (B, 9, H, W)
         x = F.avg_pool2d(x, self.cfg.image_size // self.cfg.fdm_size)  # (B, 9, h, w) at fdm_size
-        pred = self.fdm(x[:, :6], z_q)
+        pred = self.fdm(x[:, :6], enc.z_q)
         target = x[:, 6:]
         fdm_loss = F.mse_loss(pred.float(), target)
-        stats = {**stats, "fdm_loss": fdm_loss.detach(),
+        stats = {**enc.stats, "fdm_loss": fdm_loss.detach(),
                  "copy_last_loss": F.mse_loss(x[:, 3:6], target).detach()}
-        out = {"z": z, "z_q": z_q, "codes": codes, "pred": pred, "target": target, "stats": stats}
-        return out, fdm_loss + aux
+        return LAMOutput(enc.z, enc.z_q, enc.codes, pred, target, stats), fdm_loss + enc.aux_loss
 
 
 # ----------------------------------------------------------------------------------------------
@@ -152,19 +210,14 @@ class LatentActionModel(nn.Module):
 
 
 @dataclass
-class LAMTrainConfig:
-    """Training of the latent action model (``lapo train-lam``)."""
+class LAMTrainConfig(TrainConfig):
+    """Training of the latent action model (``lapo train-lam``); the optimization fields are
+    :class:`lapo.training.TrainConfig`'s."""
 
-    steps: int = 3000
-    """Optimizer steps."""
     batch_size: int = 64
-    """Transitions per step."""
+    """Global batch of transitions per step."""
     lr: float = 1e-3
-    """Peak AdamW learning rate (warmup then cosine decay)."""
-    warmup: int = 100
-    """Warmup steps."""
-    weight_decay: float = 1e-4
-    """AdamW weight decay."""
+    """Peak AdamW learning rate."""
     val_fraction: float = 0.05
     """Fraction of episodes held out for validation and the probe's test set."""
     probe_k: int = 256
@@ -172,35 +225,27 @@ class LAMTrainConfig:
     LAM's training; it reports how well latents predict true actions on held-out episodes."""
     eval_every: int = 500
     """Steps between validation passes."""
-    log_every: int = 50
-    """Steps between train scalars."""
-    seed: int = 0
-    """Seed for init, batch draws, split and probe subset."""
-    device: str = "auto"
-    """``auto`` (CUDA if present), ``cpu`` or ``cuda``."""
-    precision: str = "fp32"
-    """``fp32`` or ``bf16`` autocast."""
-    threads: int = 0
-    """torch CPU threads (0 = default)."""
 
     def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        super().__post_init__()
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
 
 
-@torch.no_grad()
-def encode_transitions(lam: LatentActionModel, ds, t, batch_size: int = 256, device=None):
-    """IDM latents for transitions ``t``: ``(z (M, L) float32, codes (M, G) int64)`` as numpy."""
-    from lapo.training import windows_tensor
+def windows_tensor(ds, t: np.ndarray, device: torch.device) -> torch.Tensor:
+    """IDM windows ``(B, 3, H, W, C)`` uint8 on ``device`` for transitions ``t`` of a dataset."""
+    return torch.from_numpy(ds.idm_window(t)).to(device)
 
-    device = device or next(lam.parameters()).device
+
+@torch.no_grad()
+def encode_transitions(lam: LatentActionModel, ds, t, batch_size: int = 256):
+    """IDM latents for transitions ``t``: ``(z (M, L) float32, codes (M, G) int64)`` as numpy."""
+    device = next(lam.parameters()).device
     zs, codes = [], []
     for i in range(0, len(t), batch_size):
-        z, _, c, _, _ = lam.encode(windows_tensor(ds, t[i:i + batch_size], device))
-        zs.append(z.float().cpu().numpy())
-        codes.append(c.cpu().numpy())
+        enc = lam.encode(windows_tensor(ds, t[i:i + batch_size], device))
+        zs.append(enc.z.float().cpu().numpy())
+        codes.append(enc.codes.cpu().numpy())
     return np.concatenate(zs), np.concatenate(codes)
 
 
@@ -209,9 +254,8 @@ def validate_lam(lam: LatentActionModel, ds, val_t, probe_subset=None, batch_siz
                  max_transitions: int = 2048) -> dict[str, float]:
     """Validation metrics on held-out transitions: FDM loss, copy-last-frame loss, perplexity and,
     when ``probe_subset`` (labeled transitions from training episodes) is given, the k-shot probe
-    accuracy of true actions against the majority-class baseline."""
-    from lapo.decoder import probe_accuracy
-    from lapo.training import windows_tensor
+    (see :func:`lapo.decoder.probe_scores`) of true actions against its trivial baseline."""
+    from lapo.decoder import probe_scores
 
     lam.eval()
     device = next(lam.parameters()).device
@@ -220,19 +264,17 @@ def validate_lam(lam: LatentActionModel, ds, val_t, probe_subset=None, batch_siz
     zs, codes = [], []
     for i in range(0, len(val_t), batch_size):
         out, _ = lam(windows_tensor(ds, val_t[i:i + batch_size], device))
-        n = len(out["z"])
         for key in totals:
-            totals[key] += float(out["stats"][key]) * n
-        zs.append(out["z"].float().cpu().numpy())
-        codes.append(out["codes"].cpu())
+            totals[key] += float(out.stats[key]) * len(out.z)
+        zs.append(out.z.float().cpu().numpy())
+        codes.append(out.codes.cpu())
     metrics = {k: v / len(val_t) for k, v in totals.items()}
     metrics["perplexity"] = float(perplexity(torch.cat(codes), lam.quantizer.num_codes))
     if probe_subset is not None and ds.has_actions:
-        train_z, _ = encode_transitions(lam, ds, probe_subset.indices, batch_size, device)
+        train_z, _ = encode_transitions(lam, ds, probe_subset.indices, batch_size)
         test_actions = np.asarray(ds.oracle_actions()[val_t])  # evaluation only
-        metrics.update(probe_accuracy(train_z, probe_subset.actions, np.concatenate(zs), test_actions,
-                                      int(max(probe_subset.actions.max(), test_actions.max()) + 1)))
-    lam.train()
+        metrics.update(probe_scores(train_z, probe_subset.actions, np.concatenate(zs), test_actions,
+                                    ds.action_space))
     return metrics
 
 
@@ -242,20 +284,19 @@ def train_lam(dataset_dir, out_dir, model_cfg: LAMConfig | None = None,
 
     Reads frames only (plus, when ``probe_k > 0`` and the dataset has actions, a seeded labeled
     subset of ``probe_k`` transitions for the diagnostic probe, which does not affect training).
+    Resumable: a training state in ``out_dir`` from an interrupted run with the same settings is
+    continued (``train_cfg.resume``). Runs under torchrun (DDP; rank 0 writes).
 
     Returns:
         (model, final validation metrics dict).
 
     Raises:
         FileNotFoundError / ValueError: from :class:`envs.dataset.EpisodeDataset` for a bad dataset;
-        ValueError: frames whose size differs from ``model_cfg.image_size``.
+        ValueError: frames whose size differs from ``model_cfg.image_size``; a training state in
+        ``out_dir`` made with other settings.
     """
-    from tqdm import tqdm
-
     from envs.dataset import EpisodeDataset
-    from lapo.checkpoint import jsonable, save_checkpoint
-    from lapo.training import (Throughput, autocast, cosine_lr, pick_device, sample_indices,
-                               set_threads, summary_writer, windows_tensor)
+    from lapo.training import BatchSampler, build_device, fit, is_main_process, run_record, summary_writer
 
     model_cfg, train_cfg = model_cfg or LAMConfig(), train_cfg or LAMTrainConfig()
     # --- build ---
@@ -264,10 +305,7 @@ def train_lam(dataset_dir, out_dir, model_cfg: LAMConfig | None = None,
         raise ValueError(f"{dataset_dir} has frames of shape {ds.frame_shape}; the LAM expects "
                          f"({model_cfg.image_size}, {model_cfg.image_size}, 3): set image_size or "
                          "re-import the video at that size")
-    set_threads(train_cfg.threads)
-    torch.manual_seed(train_cfg.seed)
-    rng = np.random.default_rng(train_cfg.seed)
-    device = pick_device(train_cfg.device)
+    device = build_device(train_cfg)
     train_t, val_t = ds.episode_split(train_cfg.val_fraction, train_cfg.seed)
     if len(val_t) == 0:
         val_t = train_t[-max(1, len(train_t) // 20):]
@@ -277,57 +315,28 @@ def train_lam(dataset_dir, out_dir, model_cfg: LAMConfig | None = None,
         keep = ~np.isin(subset.indices, val_t)  # probe fits on training episodes only
         probe = type(subset)(subset.indices[keep], subset.actions[keep], subset.seed)
     lam = LatentActionModel(model_cfg).to(device)
-    opt = torch.optim.AdamW(lam.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    sampler = BatchSampler(len(train_t), train_cfg.batch_size, train_cfg.seed)
     writer = summary_writer(log_dir)
-    if writer:
-        rows = [f"|{k}|{v}|" for k, v in {**jsonable(model_cfg), **jsonable(train_cfg)}.items()]
-        writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(rows))
+    record = run_record(model_cfg, train_cfg, dataset=ds.fingerprint())
+    last = {}
+
+    def loss_fn(model, batch):
+        out, loss = model(batch)
+        last["out"] = out
+        return loss, out.stats
+
     # --- loop ---
-    meter, metrics = Throughput(), {}
-    bar = tqdm(range(train_cfg.steps), desc="train-lam", unit="step")
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = cosine_lr(step, train_cfg.steps, train_cfg.warmup, train_cfg.lr)
-        batch = windows_tensor(ds, sample_indices(rng, train_t, train_cfg.batch_size), device)
-        with autocast(device, train_cfg.precision):
-            out, loss = lam(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % train_cfg.log_every == 0 or step == train_cfg.steps - 1:
-            s = out["stats"]
-            bar.set_postfix(fdm=f"{float(s['fdm_loss']):.5f}", copy=f"{float(s['copy_last_loss']):.5f}",
-                            ppl=f"{float(s['perplexity']):.1f}")
-            if writer:
-                for key, value in s.items():
-                    writer.add_scalar(f"train/{key}", float(value), step)
-                writer.add_scalar("charts/learning_rate", opt.param_groups[0]["lr"], step)
-                writer.add_scalar("charts/SPS", meter.tick(train_cfg.batch_size * train_cfg.log_every), step)
-        if (step + 1) % train_cfg.eval_every == 0 or step == train_cfg.steps - 1:
-            metrics = validate_lam(lam, ds, val_t, probe)
-            if writer:
-                for key, value in metrics.items():
-                    writer.add_scalar(f"val/{key}", value, step)
+    result = fit(lam, sampler, lambda d: windows_tensor(ds, train_t[d.positions], device), loss_fn, train_cfg,
+                 out_dir=out_dir, record=record, writer=writer, tag="lam",
+                 evaluate=lambda m: validate_lam(m, ds, val_t, probe), eval_every=train_cfg.eval_every)
     if writer:
-        # top row: FDM predictions of o_{t+1}; bottom row: targets (both at fdm_size)
-        writer.add_images("train/fdm_prediction_vs_target",
-                          torch.cat([out["pred"][:8].float().clamp(0, 1), out["target"][:8]]), step)
+        if "out" in last:  # top row: FDM predictions of o_{t+1}; bottom row: targets (at fdm_size)
+            out = last["out"]
+            writer.add_images("train/fdm_prediction_vs_target",
+                              torch.cat([out.pred[:8].detach().float().clamp(0, 1), out.target[:8]]), train_cfg.steps)
         writer.close()
     # --- save ---
-    save_checkpoint(out_dir, "lam", model_cfg, lam, train_config=train_cfg, val_metrics=metrics,
-                    dataset=str(dataset_dir))
-    return lam, metrics
-
-
-def load_lam(path, device: str = "cpu") -> LatentActionModel:
-    """Rebuild a :class:`LatentActionModel` from ``config.json`` and load its weights.
-
-    Raises:
-        FileNotFoundError: missing files; ValueError: not a LAM checkpoint or mismatched weights.
-    """
-    from lapo.checkpoint import load_weights, read_config
-
-    meta = read_config(path, "lam")
-    lam = LatentActionModel(LAMConfig(**meta["config"]))
-    lam.checkpoint_path = str(path)
-    return load_weights(path, lam).to(device).eval()
+    if is_main_process():
+        lam.save_pretrained(out_dir, train_config=train_cfg, val_metrics=result.metrics, dataset=str(dataset_dir),
+                            precision=result.precision, record=record)
+    return lam, result.metrics

@@ -100,10 +100,6 @@ def _save(fig, path) -> Path:
     return path
 
 
-PROCGEN_ACTION_NAMES = ["left-down", "left", "left-up", "down", "noop", "up", "right-down", "right", "right-up",
-                        "D", "A", "W", "S", "Q", "E"]
-
-
 @dataclass
 class VisualizeConfig:
     """``lapo visualize``: pictures of the latent actions of a labeled dataset."""
@@ -123,8 +119,8 @@ class VisualizeConfig:
 
 
 def visualize(cfg: VisualizeConfig) -> list[Path]:
-    """Write the GIF and, where the dataset has actions, the embedding and confusion plots (else an
-    embedding coloured by time). Returns the written paths.
+    """Write the GIF and, where the dataset has discrete actions, the embedding and confusion plots
+    (else an embedding coloured by time). Returns the written paths.
 
     Raises:
         FileNotFoundError: missing dataset or labels; ValueError: labels of another dataset.
@@ -143,10 +139,13 @@ def visualize(cfg: VisualizeConfig) -> list[Path]:
     written = [codes_gif(np.asarray(ds.frames[t_gif]), np.asarray(labels.codes[t_gif]), Path(cfg.out) / "codes.gif",
                          scale=cfg.gif_scale)]
     latents = np.asarray(labels.latents[t_plot])
-    if ds.has_actions:
+    space = ds.action_space if ds.has_actions else None
+    if space is not None and hasattr(space, "n"):  # discrete actions: colour by action, code-vs-action matrix
         actions = np.asarray(ds.oracle_actions()[t_plot])  # inspection only
-        n_actions = int(ds.meta.get("n_actions", actions.max() + 1))
-        names = PROCGEN_ACTION_NAMES if n_actions == 15 and ds.meta.get("source", {}).get("kind") == "procgen" else None
+        n_actions = int(space.n)
+        names = None
+        if ds.meta.get("source", {}).get("kind") == "procgen":
+            from envs.procgen import ACTION_NAMES as names
         written.append(embedding_plot(latents, Path(cfg.out) / "embedding.png", actions, names))
         written.append(confusion_plot(np.asarray(labels.codes[t_plot]), actions, Path(cfg.out) / "confusion.png",
                                       n_actions, action_names=names))

@@ -7,7 +7,8 @@
 - VQ: van den Oord et al. 2017 (arXiv 1711.00937), Eq. 3, with EMA codebook updates (App. A.1)
   and dead-code restarts; ``groups`` codebooks of ``codebook_size`` entries, as in LAPO (2 × 64).
   A first run here collapsed a VQ to one code on CoinRun at small budgets, which is why FSQ is the
-  default.
+  default. Under torchrun the EMA statistics are summed over ranks and dead codes restart from the
+  gathered global batch, so every rank keeps the same codebook as one process would.
 
 Both return ``(z_q, codes, aux_loss, stats)``; ``stats["perplexity"]`` is the mean over groups of
 ``exp(H(code usage in the batch))`` (1 = collapsed, = codes per group at uniform use).
@@ -16,8 +17,6 @@ Dimension keys: B batch, L latent dim, G groups, K codes per group.
 """
 
 from __future__ import annotations
-
-
 
 import torch
 import torch.nn as nn
@@ -114,17 +113,20 @@ class VectorQuantizerEMA(nn.Module):
         codes = dist.argmin(-1)  # (G, B)
         e = torch.gather(self.codebook, 1, codes.unsqueeze(-1).expand(-1, -1, z.shape[-1]))  # (G, B, d)
         if self.training:
+            from lapo.training import all_gather_cat, all_reduce_sum
+
             with torch.no_grad():
                 onehot = F.one_hot(codes, self.num_codes).float()  # (G, B, K)
-                self.ema_count.mul_(self.decay).add_(onehot.sum(1), alpha=1 - self.decay)
-                self.ema_sum.mul_(self.decay).add_(onehot.transpose(1, 2) @ z, alpha=1 - self.decay)
+                self.ema_count.mul_(self.decay).add_(all_reduce_sum(onehot.sum(1)), alpha=1 - self.decay)
+                self.ema_sum.mul_(self.decay).add_(all_reduce_sum(onehot.transpose(1, 2) @ z), alpha=1 - self.decay)
                 n = self.ema_count.sum(-1, keepdim=True)
                 count = (self.ema_count + 1e-5) / (n + self.num_codes * 1e-5) * n
                 self.codebook.copy_(self.ema_sum / count.unsqueeze(-1))
                 dead = self.ema_count < self.restart_below * n / self.num_codes
                 if dead.any():
-                    pick = torch.randint(0, B, dead.shape, device=z.device)
-                    fresh = torch.gather(z, 1, pick.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
+                    z_all = all_gather_cat(z.contiguous(), dim=1)  # (G, B_global, d), rank order = batch order
+                    pick = torch.randint(0, z_all.shape[1], dead.shape, device=z.device)
+                    fresh = torch.gather(z_all, 1, pick.unsqueeze(-1).expand(-1, -1, z.shape[-1]))
                     self.codebook[dead] = fresh[dead]
                     self.ema_sum[dead] = fresh[dead]
                     self.ema_count[dead] = 1.0

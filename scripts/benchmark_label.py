@@ -67,14 +67,14 @@ import json, resource, shutil, sys, time, torch
 torch.set_num_threads({threads})
 from envs.video import VideoConfig, iter_video
 from lapo.label import label_video
-from lapo.lam import load_lam
+from lapo.lam import LatentActionModel
 video, out = {str(video)!r}, {str(out)!r}
 cfg = VideoConfig(size=64, mode="resize")
 t0 = time.perf_counter()
 if {decode_only}:
     n = sum(1 for _ in iter_video(video, cfg))
 else:
-    lam = load_lam({str(checkpoint)!r})
+    lam = LatentActionModel.from_pretrained({str(checkpoint)!r})
     t0 = time.perf_counter()
     shutil.rmtree(out, ignore_errors=True)
     n = int(json.load(open(label_video(lam, video, out, cfg, 512) / "meta.json"))["num_frames"])

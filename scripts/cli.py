@@ -1,49 +1,119 @@
-"""The ``lapo`` command: one tyro subcommand per pipeline stage (see each module's docstring)."""
+"""The ``lapo`` command: one tyro subcommand per pipeline stage (see each module's docstring).
+
+    lapo NAME [flags]          run a stage, e.g. ``lapo label --checkpoint runs/lam --input clip.mp4``
+    lapo NAME --help           its flags
+    lapo --debug NAME [flags]  the same, with the full traceback of an error
+
+Only the chosen stage's module is imported, so ``lapo label`` on a video never loads Procgen or
+stable-baselines3. An error the user can cause (``ValueError`` including ``envs.video.VideoError``,
+``FileNotFoundError``, ``FileExistsError``) is printed as one line ``lapo: error: MESSAGE`` on stderr
+with exit status 2; ``--debug`` (anywhere on the command line) re-raises it with its traceback. Any
+other exception is a bug and keeps its traceback. A stage's own exit status (e.g. the number of
+files that failed) is passed through.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import sys
+from typing import Any
 
 import tyro
 
-from envs.collect import CollectConfig
-from envs.demonstrator import TrainExpertConfig
-from envs.video import ImportVideoConfig
-from lapo.pipeline import QuickstartConfig
-from lapo.visualize import VisualizeConfig
-from lapo.benchmark import PRESETS as BENCHMARK_PRESETS
-from scripts import (benchmark, collect, evaluate, fit_head, import_video, label, quickstart, train_expert, train_lam,
-                     train_policy, visualize)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError)
+"""Exceptions that mean bad input, not a bug: one line on stderr, exit 2."""
 
-COMMANDS = {
-    "train-expert": (TrainExpertConfig, train_expert.main, "train a PPO demonstrator (resumable)"),
-    "collect": (CollectConfig, collect.main, "record demonstrator video into a dataset"),
-    "import-video": (ImportVideoConfig, import_video.main, "video files -> action-free dataset"),
-    "train-lam": (train_lam.Args, train_lam.main, "train the latent action model on frames only"),
-    "label": (label.Args, label.main, "label a dataset's transitions with latent actions"),
-    "train-policy": (train_policy.Args, train_policy.main, "latent behaviour cloning"),
-    "fit-head": (fit_head.Args, fit_head.main, "fit the k-shot action head -> agent"),
-    "visualize": (VisualizeConfig, visualize.main, "GIF of codes, latent embedding, code-vs-action matrix"),
-    "evaluate": (evaluate.Args, evaluate.main, "returns on unseen levels"),
-    "quickstart": (QuickstartConfig, quickstart.main, "the whole pipeline on CoinRun"),
-    "benchmark": (BENCHMARK_PRESETS, benchmark.main, "all methods × k × seeds per game (presets: cpu, paper)"),
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    # name: ("module:config class or dict of presets", "module:main", one-line description)
+    "train-expert": ("envs.demonstrator:TrainExpertConfig", "scripts.train_expert:main",
+                     "train a PPO demonstrator (resumable)"),
+    "collect": ("envs.collect:CollectConfig", "scripts.collect:main", "record demonstrator video into a dataset"),
+    "import-video": ("envs.video:ImportVideoConfig", "scripts.import_video:main", "video files -> action-free dataset"),
+    "train-lam": ("scripts.train_lam:Args", "scripts.train_lam:main", "train the latent action model on frames only"),
+    "label": ("scripts.label:Args", "scripts.label:main", "latent actions for datasets and video files"),
+    "train-policy": ("scripts.train_policy:Args", "scripts.train_policy:main", "latent behaviour cloning"),
+    "fit-head": ("scripts.fit_head:Args", "scripts.fit_head:main", "fit the k-shot action head -> agent"),
+    "visualize": ("lapo.visualize:VisualizeConfig", "scripts.visualize:main",
+                  "GIF of codes, latent embedding, code-vs-action matrix"),
+    "evaluate": ("scripts.evaluate:Args", "scripts.evaluate:main", "returns on unseen levels"),
+    "quickstart": ("lapo.pipeline:QuickstartConfig", "scripts.quickstart:main", "the whole pipeline on CoinRun"),
+    "benchmark": ("lapo.benchmark:PRESETS", "scripts.benchmark:main",
+                  "all methods × k × seeds per game (presets: cpu, paper)"),
 }
+"""Subcommands. References are ``module:attribute`` strings, imported only when the command runs."""
+
+
+def resolve(ref: str) -> Any:
+    """Import ``module:attribute`` and return the attribute."""
+    module, attr = ref.split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def usage(exit_code: int) -> None:
+    """Print the command list and exit."""
+    print("usage: lapo [--debug] {" + ",".join(COMMANDS) + "} [--help]\n")
+    for name, (_, _, doc) in COMMANDS.items():
+        print(f"  {name:<14} {doc}")
+    print(f"\n  {'--debug':<14} show the full traceback of an error")
+    raise SystemExit(exit_code)
+
+
+def run(name: str, args: list[str]) -> Any:
+    """Parse ``args`` for command ``name`` with tyro and call its stage."""
+    config_ref, main_ref, doc = COMMANDS[name]
+    config, fn = resolve(config_ref), resolve(main_ref)
+    with config_errors_propagate():
+        if isinstance(config, dict):  # named presets: `lapo NAME PRESET [overrides]`
+            cfg = tyro.extras.overridable_config_cli(config, args=args, prog=f"lapo {name}", description=doc)
+        else:
+            cfg = tyro.cli(config, args=args, prog=f"lapo {name}", description=doc)
+    return fn(cfg)
+
+
+def config_errors_propagate() -> contextlib.AbstractContextManager:
+    """While parsing, let a ``ValueError`` from a config's validation (``__post_init__``) reach
+    :func:`main` like any other user error, instead of tyro's multi-line box.
+
+    Uses tyro's parse-error hook (``tyro._errors.on_parse_error``, private in tyro 1.0); with a tyro
+    without it, tyro prints its box and exits 2, which is still a user error without a traceback.
+    """
+    try:
+        on_parse_error = importlib.import_module("tyro._errors").on_parse_error
+    except (ImportError, AttributeError):
+        return contextlib.nullcontext()
+
+    def reraise(event) -> None:
+        if type(event).__name__ != "InstantiationFailure":
+            return  # other parse errors (unknown flag, missing value): tyro's own message
+        error = sys.exc_info()[1]  # the hook runs while tyro handles the config's exception
+        while error is not None and not isinstance(error, ValueError):
+            error = error.__context__
+        raise error if error is not None else ValueError(event.message)
+
+    return on_parse_error(reraise)
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Dispatch ``lapo NAME [flags]`` to the stage's tyro CLI."""
-    args = sys.argv[1:] if argv is None else argv
+    """Dispatch ``lapo [--debug] NAME [flags]`` to the stage's tyro CLI.
+
+    Raises:
+        SystemExit: 2 after printing ``lapo: error: ...`` for a user error (without ``--debug``), 2 for
+            an unknown command, or the stage's / tyro's own exit status.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
     if not args or args[0] not in COMMANDS:
-        print("usage: lapo {" + ",".join(COMMANDS) + "} [--help]\n")
-        for n, (_, _, doc) in COMMANDS.items():
-            print(f"  {n:<14} {doc}")
-        raise SystemExit(0 if args and args[0] in ("-h", "--help") else 2)
-    name = args[0]
-    cls, fn, doc = COMMANDS[name]
-    if isinstance(cls, dict):  # named presets: `lapo NAME PRESET [overrides]`
-        fn(tyro.extras.overridable_config_cli(cls, args=args[1:], prog=f"lapo {name}", description=doc))
-    else:
-        fn(tyro.cli(cls, args=args[1:], prog=f"lapo {name}", description=doc))
+        usage(0 if args and args[0] in ("-h", "--help") else 2)
+    try:
+        run(args[0], args[1:])
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        message = " ".join(str(e).split()) or type(e).__name__  # one line, whatever the message holds
+        print(f"lapo: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -32,16 +32,24 @@ class Args:
 
 def main(args: Args) -> dict:
     if args.agent == "random":
-        act = random_act(seed=args.seed)
-    elif json.loads((Path(args.agent) / "config.json").read_text()).get("kind") == "demonstrator":
-        demo = Demonstrator.from_pretrained(args.agent)
-        act = lambda obs: demo.act(obs, args.deterministic)  # noqa: E731
+        from envs.procgen import N_ACTIONS
+
+        act = random_act({"type": "Discrete", "n": N_ACTIONS}, seed=args.seed)
     else:
-        agent = Agent.from_pretrained(args.agent)
-        act = lambda obs: agent.act(obs, args.deterministic)  # noqa: E731
+        kind = read_config_kind(args.agent)
+        model = (Demonstrator if kind == "demonstrator" else Agent).from_pretrained(args.agent)
+        act = lambda obs: model.act(obs, args.deterministic)  # noqa: E731
     res = evaluate(act, args.env_name, args.episodes, seed=args.seed)
     print(json.dumps(res.summary(), indent=2))
     return res.summary()
+
+
+def read_config_kind(path: str) -> str:
+    """The ``kind`` in a checkpoint's config.json. Raises ``FileNotFoundError`` naming the path."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} not found: --agent must be an agent or demonstrator directory, or 'random'")
+    return json.loads(config.read_text()).get("kind", "")
 
 
 if __name__ == "__main__":

@@ -1,22 +1,23 @@
 """``lapo train-policy``: latent behaviour cloning, o_t -> latent action, on a labeled dataset.
 
     lapo train-policy --dataset data/coinrun --out runs/policy        # labels from DATASET/labels
+    torchrun --nproc_per_node 2 -m scripts.cli train-policy --dataset data/coinrun --train.threads 1
+
+Resumable like ``lapo train-lam`` (``OUT/training_state.pt``, ``--train.resume auto|never``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import tyro
 
 from envs.dataset import EpisodeDataset
-from lapo.checkpoint import save_checkpoint
+from lapo import stages
 from lapo.label import Labels
-from lapo.policy import PolicyConfig, PolicyTrainConfig, train_policy
-from lapo.training import summary_writer
+from lapo.policy import PolicyConfig, PolicyTrainConfig
+from lapo.training import is_main_process, summary_writer
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Args:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     """Network (out_dim is set from the labels' latent dim)."""
     train: PolicyTrainConfig = field(default_factory=PolicyTrainConfig)
-    """Optimization."""
+    """Optimization, checkpointing and resume."""
 
 
 def main(args: Args) -> None:
@@ -39,12 +40,12 @@ def main(args: Args) -> None:
     if len(labels.valid) != len(ds):
         raise ValueError(f"labels at {labels.path} cover {len(labels.valid)} frames but {args.dataset} has "
                          f"{len(ds)}; re-run `lapo label` on this dataset")
-    t = np.flatnonzero(labels.valid)
-    cfg = dataclasses.replace(args.policy, out_dim=int(labels.meta["latent_dim"]))
     writer = summary_writer(args.out.with_name(args.out.name + "_tb"))
-    policy = train_policy(ds.frames, t, np.asarray(labels.latents[t]), cfg, args.train, "mse", writer, "latent_policy")
-    writer.close()
-    print(f"wrote {save_checkpoint(args.out, 'policy', cfg, policy, lam=labels.meta['lam'])}")
+    stages.latent_bc(ds, labels, args.out, args.policy, args.train, writer=writer)
+    if writer:
+        writer.close()
+    if is_main_process():
+        print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+from PIL import Image, ImageSequence
+
+from lapo.agent import Agent
 
 TINY_LAM = ["--model.idm-channels", "8", "8", "8", "--model.idm-hidden", "16", "--model.widths", "8", "8", "8",
             "--model.latent-dim", "4"]
@@ -66,45 +69,62 @@ def test_unknown_game_is_named(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
-def test_quickstart_tiny_writes_table_checkpoints_and_gif(tmp_path):
+def QUICKSTART_ARGS(run, tmp_path):
+    return ["quickstart", "--run-dir", run, "--k", "16", "--eval-episodes", "3", "--threads", "1",
+            "--collect.demonstrator", tmp_path / "demo", "--collect.policy", "random",
+            "--collect.num-frames", "300", "--collect.num-envs", "8",
+            *[a.replace("--model.", "--lam.") for a in TINY_LAM], "--lam-train.steps", "3",
+            "--lam-train.batch-size", "8", "--lam-train.probe-k", "16",
+            *TINY_POLICY, "--policy-train.steps", "3",
+            "--policy-train.batch-size", "8", "--bc-train.steps", "3", "--bc-train.batch-size", "8", "--head.steps", "5"]
+
+
+def test_quickstart_tiny_writes_table_checkpoints_and_gif_and_reuses_stages(tmp_path):
     from stable_baselines3.common.policies import ActorCriticCnnPolicy
 
     from envs.demonstrator import Demonstrator, policy_spaces
 
     obs_space, act_space = policy_spaces()
     Demonstrator(ActorCriticCnnPolicy(obs_space, act_space, lambda _: 0.0),
-                 {"kind": "demonstrator", "env_name": "coinrun"}).save_pretrained(tmp_path / "demo")
+                 {"env_name": "coinrun"}).save_pretrained(tmp_path / "demo")
     run = tmp_path / "run"
-    lapo("quickstart", "--run-dir", run, "--k", "16", "--eval-episodes", "3", "--threads", "1",
-         "--collect.demonstrator", tmp_path / "demo", "--collect.policy", "random",
-         "--collect.num-frames", "300", "--collect.num-envs", "8",
-         *[a.replace("--model.", "--lam.") for a in TINY_LAM], "--lam-train.steps", "3",
-         "--lam-train.batch-size", "8", "--lam-train.probe-k", "16",
-         *TINY_POLICY, "--policy-train.steps", "3",
-         "--policy-train.batch-size", "8", "--bc-train.steps", "3", "--bc-train.batch-size", "8", "--head.steps", "5")
+    lapo(*QUICKSTART_ARGS(run, tmp_path))
     results = json.loads((run / "results.json").read_text())
     methods = [row["method"] for row in results["table"]]
     assert methods == ["random", "demonstrator", "BC on k=16 labels", "latent policy + k-shot head (k=16)",
                        "latent policy + k-shot head on IDM latents (k=16)"]
-    random_norm = results["table"][0]["normalized_return"]
-    assert random_norm == 0.0 or math.isnan(random_norm)  # NaN only if random and demonstrator tie
-    for key in ("lam", "policy", "agent"):
+    for row in results["table"]:
+        assert row["episodes"] == 3 and row["ci95"][0] <= row["mean_return"] <= row["ci95"][1]
+        assert set(np.unique(row["mean_return"] * 3)) <= {0.0, 10.0, 20.0, 30.0}  # CoinRun pays 0 or 10
+    for key in ("lam", "policy", "agent", "bc_k"):
         assert (run / os.path.basename(results["checkpoints"][key]) / "model.safetensors").is_file()
-    assert (run / "agent.gif").is_file() and results["timings_s"]["total"] > 0
-    assert results["eval_levels"]["same_levels_for_every_agent"]
+    agent = Agent.from_pretrained(results["checkpoints"]["agent"])
+    assert agent.pretrained_meta["k"] == 16 and agent.coding.space == {"type": "Discrete", "n": 15}
+    with Image.open(run / "agent.gif") as gif:
+        n_frames = sum(1 for _ in ImageSequence.Iterator(gif))
+        assert gif.size == (192, 192) and n_frames >= 2  # 64×64 frames upscaled 3×, one per step
+    assert results["timings_s"]["total"] > 0 and results["eval_levels"]["same_levels_for_every_agent"]
     assert all(s >= 1_000_000 for s in results["eval_levels"]["level_seeds"])  # unseen-level range
     assert results["dataset"]["frames"] >= 300
+    # a rerun reuses every trained stage made with the same settings (files untouched); the head,
+    # seconds to fit, is refitted
+    trained = [run / name / "model.safetensors" for name in ("lam", "policy", "bc_k")] + [run / "labels" / "meta.json"]
+    stamps = [p.stat().st_mtime_ns for p in trained]
+    lapo(*QUICKSTART_ARGS(run, tmp_path))
+    assert [p.stat().st_mtime_ns for p in trained] == stamps
 
 
-def test_quickstart_reuses_video_only_if_collected_with_the_same_config(tmp_path):
-    from envs.collect import CollectConfig, collect
-    from lapo.pipeline import same_collection
+def test_collect_stage_reuses_video_only_if_collected_with_the_same_config(tmp_path):
+    from envs.collect import CollectConfig
+    from lapo import stages
 
     cfg = CollectConfig(out=tmp_path / "d", policy="random", num_frames=50, num_envs=4)
-    collect(cfg)
-    assert same_collection(tmp_path / "d", cfg)
-    assert not same_collection(tmp_path / "d", CollectConfig(out=tmp_path / "d", policy="random",
-                                                             num_frames=50, num_envs=4, seed=1))
+    first = stages.collect(cfg).fingerprint()
+    stamp = (tmp_path / "d" / "frames.npy").stat().st_mtime_ns
+    assert stages.collect(cfg).fingerprint() == first
+    assert (tmp_path / "d" / "frames.npy").stat().st_mtime_ns == stamp  # reused, not rewritten
+    other = stages.collect(CollectConfig(out=tmp_path / "d", policy="random", num_frames=50, num_envs=4, seed=1))
+    assert other.fingerprint() != first
 
 
 def test_readme_python_example_imports_resolve():

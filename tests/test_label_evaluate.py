@@ -1,4 +1,5 @@
-"""Labeling aligned with frames; evaluation on fixed unseen levels; normalized return."""
+"""Labeling aligned with frames; evaluation on fixed unseen levels and on any vectorized env with a
+success signal; GIFs and pictures."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import torch
 
 from envs.dataset import EpisodeDataset
 from envs.procgen import EVAL_NUM_LEVELS, EVAL_START_LEVEL
-from lapo.checkpoint import save_checkpoint
-from lapo.evaluate import evaluate, normalized_return, random_act, save_gif
+from envs.pretrained import save_checkpoint
+from envs.procgen import N_ACTIONS
+from lapo.evaluate import evaluate, random_act, rollout, save_gif
 from lapo.label import Labels, label_dataset
 from lapo.lam import LAMConfig, LatentActionModel, encode_transitions
 
@@ -34,8 +36,9 @@ def test_labels_align_with_transitions_and_match_the_idm(square_dataset, tmp_pat
 
 
 def test_evaluation_plays_fixed_unseen_levels():
-    a = evaluate(random_act(seed=0), "coinrun", num_episodes=4, seed=5)
-    b = evaluate(random_act(seed=1), "coinrun", num_episodes=4, seed=5)
+    space = {"type": "Discrete", "n": N_ACTIONS}
+    a = evaluate(random_act(space, seed=0), "coinrun", num_episodes=4, seed=5)
+    b = evaluate(random_act(space, seed=1), "coinrun", num_episodes=4, seed=5)
     np.testing.assert_array_equal(a.level_seeds, b.level_seeds)
     assert ((EVAL_START_LEVEL <= a.level_seeds) & (a.level_seeds < EVAL_START_LEVEL + EVAL_NUM_LEVELS)).all()
     assert a.returns.shape == (4,) and (a.lengths > 0).all()
@@ -43,17 +46,55 @@ def test_evaluation_plays_fixed_unseen_levels():
     assert a.summary()["episodes"] == 4
 
 
-def test_normalized_return_maps_random_to_0_and_demonstrator_to_1():
-    assert normalized_return(3.0, 3.0, 8.0) == 0.0
-    assert normalized_return(8.0, 3.0, 8.0) == 1.0
-    assert normalized_return(5.5, 3.0, 8.0) == pytest.approx(0.5)
-    assert np.isnan(normalized_return(5.0, 4.0, 4.0))
+def test_rollout_on_a_gymnasium_vector_env_counts_success_and_float_actions():
+    """Any gymnasium vector env: Box actions, each env's first episode only, success from info."""
+    import gymnasium as gym
+
+    class Reach(gym.Env):
+        """1-D point at 0 must reach x >= 1 within 10 steps; reward = action; success flag in info;
+        every observation is filled with the env's id."""
+
+        observation_space = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
+        action_space = gym.spaces.Box(-1, 1, (1,), np.float32)
+
+        def __init__(self, env_id: int):
+            self.env_id = env_id
+
+        def reset(self, seed=None, options=None):
+            self.x, self.t = 0.0, 0
+            return np.full((8, 8, 3), self.env_id, np.uint8), {}
+
+        def step(self, action):
+            self.x += float(action[0])
+            self.t += 1
+            success = self.x >= 1.0
+            obs = np.full((8, 8, 3), self.env_id, np.uint8)
+            return obs, float(action[0]), success, self.t >= 10, {"success": success}
+
+    env = gym.vector.SyncVectorEnv([lambda i=i: Reach(i) for i in range(4)])
+    calls = []
+
+    def act(obs):  # envs 0 and 1 push right at 0.5 (success in 2 steps), the others push left
+        calls.append(len(obs))
+        return np.where(obs[:, 0, 0, :1] < 2, 0.5, -0.5).astype(np.float32)
+
+    res = rollout(act, env, success_key="success")
+    np.testing.assert_array_equal(res.successes, [True, True, False, False])
+    np.testing.assert_array_equal(res.lengths, [2, 2, 10, 10])
+    np.testing.assert_allclose(res.returns, [1.0, 1.0, -5.0, -5.0])
+    assert calls[:2] == [4, 4] and calls[2] == 2  # finished envs are not asked for actions
+    assert res.summary()["success_rate"] == 0.5
 
 
-def test_gif_is_written(tmp_path):
-    frames = [np.full((64, 64, 3), i * 40, np.uint8) for i in range(4)]
-    path = save_gif(frames, tmp_path / "a.gif")
-    assert path.read_bytes()[:6] == b"GIF89a"
+def test_gif_is_written_with_every_frame(tmp_path):
+    from PIL import Image, ImageSequence
+
+    frames = [np.full((64, 48, 3), i * 40, np.uint8) for i in range(4)]
+    path = save_gif(frames, tmp_path / "a.gif", scale=2)
+    with Image.open(path) as gif:
+        decoded = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(gif)]
+    assert len(decoded) == 4 and decoded[0].shape == (128, 96, 3)
+    assert [int(f[0, 0, 0]) for f in decoded] == [0, 40, 80, 120]
 
 
 def test_visualize_writes_gif_embedding_and_confusion(square_dataset, tmp_path):

@@ -1,20 +1,24 @@
-"""Video import: containers, pixel formats, odd sizes, frame-rate rule, broken files, CLI exit status."""
+"""Video import and labeling: containers, pixel formats, odd sizes, frame-rate rule, broken and damaged files,
+output names, CLI exit status."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
 
 from envs.dataset import EpisodeDataset
-from envs.video import ImportVideoConfig, VideoConfig, VideoError, convert_frame, import_videos, iter_video
+from envs.video import (ImportVideoConfig, VideoConfig, VideoDecodeReport, VideoError, convert_frame, find_videos,
+                        import_videos, iter_video)
 
 
 def write_video(path, n=10, w=48, h=36, codec="mpeg4", pix_fmt="yuv420p", rate=15, pts=None):
-    """Frame i is uniformly grey level 20*i (alpha opaque). ``pts``: custom timestamps (1/1000 s)."""
+    """Frame i is uniformly grey level 20*i mod 256 (alpha opaque). ``pts``: custom timestamps (1/1000 s)."""
     from fractions import Fraction
 
     with av.open(str(path), "w") as c:
@@ -23,7 +27,7 @@ def write_video(path, n=10, w=48, h=36, codec="mpeg4", pix_fmt="yuv420p", rate=1
         if pts is not None:
             s.time_base = Fraction(1, 1000)
         for i in range(n):
-            img = np.full((h, w, 4), 20 * i, np.uint8)
+            img = np.full((h, w, 4), 20 * i % 256, np.uint8)
             img[..., 3] = 255
             frame = av.VideoFrame.from_ndarray(img, format="rgba").reformat(format=pix_fmt)
             if pts is not None:
@@ -108,15 +112,15 @@ def test_cli_exit_status_counts_failures_and_nothing_is_written_when_all_fail(tm
 
 
 def tiny_lam(tmp_path):
+    """A randomly initialized tiny LAM saved to ``tmp_path / "lam"`` and loaded back."""
     import torch
 
-    from lapo.checkpoint import save_checkpoint
-    from lapo.lam import LAMConfig, LatentActionModel, load_lam
+    from lapo.lam import LAMConfig, LatentActionModel
 
     torch.manual_seed(0)
     cfg = LAMConfig(idm_channels=(8, 8, 8), idm_hidden=16, widths=(8, 8, 8), latent_dim=4)
-    save_checkpoint(tmp_path / "lam", "lam", cfg, LatentActionModel(cfg))
-    return load_lam(tmp_path / "lam")
+    LatentActionModel(cfg).save_pretrained(tmp_path / "lam")
+    return LatentActionModel.from_pretrained(tmp_path / "lam")
 
 
 def test_video_labels_match_labels_of_the_imported_dataset(tmp_path):
@@ -168,3 +172,136 @@ def test_label_shards_inputs_across_torchrun_ranks(tmp_path):
                        check=True, capture_output=True, env=env, timeout=300)
     assert sorted(p.name for p in (tmp_path / "labels0").iterdir()) == ["clip0", "clip2"]
     assert sorted(p.name for p in (tmp_path / "labels1").iterdir()) == ["clip1"]
+
+
+# --- damaged streams: decode errors and lost frames are reported, not silently dropped ---
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def corrupt_middle(path, n_bytes=1000):
+    """Overwrite ``n_bytes`` of the encoded stream with 0xff, from the first byte of the middle packet."""
+    with av.open(str(path)) as c:
+        packets = [(p.pos, p.size) for p in c.demux(c.streams.video[0]) if p.size]
+    start = packets[len(packets) // 2][0]
+    data = bytearray(Path(path).read_bytes())
+    data[start:start + n_bytes] = b"\xff" * n_bytes
+    Path(path).write_bytes(bytes(data))
+    return path
+
+
+def damaged_video(path):
+    """A 200-frame mpeg4 mp4 (15 fps) whose packets from frame 100 on are overwritten for 1000 bytes."""
+    return corrupt_middle(write_video(path, n=200, w=64, h=64))
+
+
+def test_corrupt_packets_in_the_middle_are_skipped_counted_and_decoding_goes_on(tmp_path):
+    report = VideoDecodeReport()
+    frames = list(iter_video(damaged_video(tmp_path / "clip.mp4"), VideoConfig(size=16), report))
+    assert report.declared == 200 and report.decoded == len(frames)
+    assert 100 <= len(frames) < 200  # everything before the damage, and frames after it
+    assert report.errors > 0 and report.damaged
+    assert report.lost == 200 - len(frames) >= report.errors
+    assert frames[-1][2] == pytest.approx(199 / 15, abs=0.011)  # decoding went on to the last frame
+    expected = f"{tmp_path / 'clip.mp4'}: {report.errors} decode errors, {report.lost} of 200 frames lost"
+    assert report.summary() == expected
+    assert report.to_meta()["frames_lost"] == report.lost
+
+
+@pytest.mark.parametrize("name, codec", [("intact.mp4", "mpeg4"), ("intact.mkv", "ffv1")])
+def test_intact_video_reports_no_errors_and_nothing_lost(tmp_path, name, codec):
+    report = VideoDecodeReport()
+    n = sum(1 for _ in iter_video(write_video(tmp_path / name, n=12, codec=codec), VideoConfig(size=16), report))
+    assert n == report.decoded == 12 and report.errors == 0 and report.lost == 0 and not report.damaged
+    assert report.declared in (12, 0)  # mkv declares no frame count
+
+
+def test_import_skips_a_damaged_file_unless_allow_partial(tmp_path):
+    (tmp_path / "in").mkdir()
+    damaged_video(tmp_path / "in" / "clip.mp4")
+    write_video(tmp_path / "in" / "good.mp4", n=6)
+    cfg = ImportVideoConfig([tmp_path / "in"], tmp_path / "strict", VideoConfig(size=16))
+    path, failures = import_videos(cfg)
+    assert len(failures) == 1 and "clip.mp4" in failures[0] and "of 200 frames lost" in failures[0]
+    assert "--allow-partial" in failures[0]
+    assert EpisodeDataset(path).num_episodes == 1
+    path, failures = import_videos(ImportVideoConfig([tmp_path / "in"], tmp_path / "partial", VideoConfig(size=16),
+                                                     allow_partial=True))
+    ds = EpisodeDataset(path)
+    assert failures == [] and ds.num_episodes == 2
+    clip, good = ds.meta["source"]["files"]
+    assert clip["frames_lost"] == 200 - clip["frames"] > 0 and clip["decode_errors"] > 0
+    assert good["frames_lost"] == good["decode_errors"] == 0
+    assert len(ds.meta["source"]["partial"]) == 1
+
+
+def label_cli(*args):
+    return subprocess.run([sys.executable, "-m", "scripts.cli", "label", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, cwd=ROOT)
+
+
+def test_label_cli_reports_a_damaged_video_and_counts_it_unless_allow_partial(tmp_path):
+    tiny_lam(tmp_path)
+    (tmp_path / "v").mkdir()
+    damaged_video(tmp_path / "v" / "clip.mp4")
+    write_video(tmp_path / "v" / "good.mp4", n=5)
+    common = ["--checkpoint", tmp_path / "lam", "--input", tmp_path / "v", "--out", tmp_path / "labels"]
+    proc = label_cli(*common)
+    assert proc.returncode == 1, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "clip.mp4" in line]
+    meta = json.loads((tmp_path / "labels" / "clip" / "meta.json").read_text())
+    assert meta["decode_errors"] > 0 and meta["frames_lost"] == 200 - meta["frames_decoded"] > 0
+    assert len(lines) == 1 and lines[0].startswith("failed: ")
+    assert f"clip.mp4: {meta['decode_errors']} decode errors, {meta['frames_lost']} of 200 frames lost" in lines[0]
+    good = json.loads((tmp_path / "labels" / "good" / "meta.json").read_text())
+    assert good["decode_errors"] == good["frames_lost"] == 0 and good["frames_decoded"] == 5
+
+    proc = label_cli(*common, "--allow-partial", "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if "clip.mp4" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "of 200 frames lost" in lines[0]
+    latents = np.load(tmp_path / "labels" / "clip" / "latents.npy")
+    assert latents.shape == (meta["frames_decoded"] - 1, 4)
+
+
+# --- output names ---
+
+def test_output_names_are_stems_then_stem_ext_then_parent_folders():
+    from scripts.label import unique_names
+
+    assert unique_names([Path("x/clip.gif"), Path("x/clip.mkv"), Path("x/other.mp4")]) == ["clip_gif", "clip_mkv",
+                                                                                           "other"]
+    assert unique_names([Path("a/clip.mp4"), Path("b/clip.mp4"), Path("b/clip.gif"), Path("c/solo.avi")]) == \
+        ["a_clip_mp4", "b_clip_mp4", "clip_gif", "solo"]
+    assert unique_names([Path("/d/a/v/clip.mp4"), Path("/d/b/v/clip.mp4")]) == ["a_v_clip_mp4", "b_v_clip_mp4"]
+    names = unique_names([Path("clip.gif"), Path("clip.mkv"), Path("clip_gif.mp4")])  # a made name meets a stem
+    assert len(set(names)) == 3 and names[1] == "clip_mkv"
+
+
+def test_a_file_reached_twice_is_found_once(tmp_path):
+    write_video(tmp_path / "clip.mp4", n=2)
+    assert find_videos([tmp_path, tmp_path / "clip.mp4", tmp_path / "." / "clip.mp4"]) == [tmp_path / "clip.mp4"]
+
+
+def test_a_container_read_error_ends_the_stream_after_flushing_and_is_counted():
+    """A demuxer error cannot be resumed from: the frames the decoder holds still come out, then it stops."""
+    from types import SimpleNamespace
+
+    from envs.video import decode_frames
+
+    def broken():
+        return av.error.InvalidDataError(1094995529, "Invalid data found when processing input")
+
+    def demux(stream):
+        yield from ("ok", "bad", "ok")  # "bad" fails to decode and is skipped
+        raise broken()  # the container itself breaks here
+
+    def decode(packet):
+        if packet == "bad":
+            raise broken()
+        return ["held"] if packet is None else ["frame"]  # decoding None flushes what the decoder holds
+
+    report = VideoDecodeReport(declared=5)
+    frames = list(decode_frames(SimpleNamespace(demux=demux), SimpleNamespace(decode=decode), report))
+    assert frames == ["frame", "frame", "held"]
+    assert report.decoded == 3 and report.errors == 2 and report.lost == 2

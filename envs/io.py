@@ -1,12 +1,15 @@
-"""Atomic file and directory writes: an interrupted run leaves the previous good state."""
+"""Atomic file and directory writes (an interrupted run leaves the previous good state) and JSON-ready
+config records. The lowest layer: ``envs``, ``lapo`` and ``worldmodel`` all write through here."""
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -48,3 +51,28 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def jsonable(value: Any) -> Any:
+    """Dataclasses, paths and tuples as JSON-ready dicts, strings and lists."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value

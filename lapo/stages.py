@@ -1,0 +1,183 @@
+"""The stage graph: collect → train-lam → label → latent BC → fit-head → evaluate (+ BC for baselines).
+
+Each stage is one function with a typed config, its inputs, an output directory and a **reuse
+rule**: an output directory that holds a finished result whose stored ``record`` (the stage's
+config plus fingerprints of its inputs, see :func:`fingerprint`) equals the requested one is loaded
+instead of recomputed; anything else is computed again, and a training stage resumes from a
+training state an interrupted run left there (see :mod:`lapo.training`). ``reuse=False`` recomputes
+regardless (and a training stage then starts from scratch). The quickstart
+(:mod:`lapo.pipeline`), the benchmark (:mod:`lapo.benchmark`) and the CLIs (:mod:`scripts`)
+compose these functions and hold no training logic of their own.
+
+Only two kinds of stage read true actions: :func:`fit_head` and :func:`behaviour_cloning` (their
+callers pass a labeled subset, or, for the oracle baseline, all actions).
+
+Dimension keys: N frames, k labeled transitions, L latent dim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from envs.dataset import EpisodeDataset, LabeledSubset, space_to_json
+from lapo.decoder import ActionCoding, ActionHeadConfig
+from lapo.lam import LAMConfig, LAMTrainConfig, LatentActionModel
+from lapo.policy import Policy, PolicyConfig, PolicyTrainConfig
+from lapo.training import run_record
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """A short content hash of a stage output: a checkpoint (``config.json`` + ``model.safetensors``),
+    a dataset (``meta.json`` + ``episode_ends.npy``) or a labels directory (``meta.json`` +
+    ``latents.npy`` header and size)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors", "meta.json", "episode_ends.npy"):
+        if (path / name).is_file():
+            h.update((path / name).read_bytes())
+    if (path / "latents.npy").is_file():
+        h.update(str((path / "latents.npy").stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
+def _stored_record(path: Path, file: str) -> dict | None:
+    try:
+        return json.loads((path / file).read_text()).get("record")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def pool_hash(indices: np.ndarray) -> str:
+    """Short hash of an index array (a training pool or labeled subset) for records."""
+    return hashlib.sha256(np.ascontiguousarray(indices, np.int64).tobytes()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------------------------
+# stages
+# ----------------------------------------------------------------------------------------------
+
+
+def collect(cfg, reuse: bool = True) -> EpisodeDataset:
+    """Record demonstrator video (:func:`envs.collect.collect`). Reuse rule: ``cfg.out`` holds a
+    dataset collected with the same settings (``meta.json["collect_config"]``)."""
+    from envs.collect import collect as run_collect
+    from envs.collect import collect_record
+
+    meta = Path(cfg.out) / "meta.json"
+    same = meta.is_file() and json.loads(meta.read_text()).get("collect_config") == collect_record(cfg)
+    if not (reuse and same):
+        run_collect(dataclasses.replace(cfg, overwrite=True))
+    return EpisodeDataset(cfg.out)
+
+
+def train_lam(dataset: EpisodeDataset, out: Path, model_cfg: LAMConfig, train_cfg: LAMTrainConfig,
+              log_dir: Path | None = None, reuse: bool = True) -> tuple[LatentActionModel, dict]:
+    """Train the LAM on the dataset's frames (:func:`lapo.lam.train_lam`). Reuse rule: ``out`` holds a
+    LAM checkpoint with the same architecture, optimization and dataset. Returns ``(lam, val metrics)``."""
+    from lapo.lam import train_lam as run
+
+    record = run_record(model_cfg, train_cfg, dataset=dataset.fingerprint())
+    if reuse and _stored_record(Path(out), "config.json") == record:
+        lam = LatentActionModel.from_pretrained(out, train_cfg.device)
+        return lam, lam.pretrained_meta.get("val_metrics", {})
+    if not reuse:
+        train_cfg = dataclasses.replace(train_cfg, resume="never")
+    return run(dataset.path, out, model_cfg, train_cfg, log_dir=log_dir)
+
+
+def label(lam_dir: Path, dataset: EpisodeDataset, out: Path, reuse: bool = True, device: str = "cpu"):
+    """Latent actions for every transition (:func:`lapo.label.label_dataset`). Reuse rule: ``out``
+    holds labels made by the same LAM checkpoint (content) of the same dataset."""
+    from lapo.label import Labels, label_dataset
+
+    record = {"lam": fingerprint(lam_dir), "dataset": dataset.fingerprint()}
+    if not (reuse and _stored_record(Path(out), "meta.json") == record):
+        label_dataset(lam_dir, dataset.path, out, overwrite=True, device=device, record=record)
+    return Labels(out)
+
+
+def latent_bc(dataset: EpisodeDataset, labels, out: Path, policy_cfg: PolicyConfig, train_cfg: PolicyTrainConfig,
+              pool: np.ndarray | None = None, writer=None, reuse: bool = True) -> Policy:
+    """Latent behaviour cloning: ``π(o_t)`` regresses the IDM latent of each transition in ``pool``
+    (default: every labeled transition). Reuse rule: ``out`` holds a policy trained with the same
+    settings on the same labels and pool."""
+    from lapo.policy import train_policy
+
+    pool = np.flatnonzero(labels.valid) if pool is None else np.asarray(pool)
+    cfg = dataclasses.replace(policy_cfg, out_dim=int(labels.meta["latent_dim"]))
+    record = run_record(cfg, train_cfg, dataset=dataset.fingerprint(), labels=fingerprint(labels.path),
+                        pool=pool_hash(pool))
+    if reuse and _stored_record(Path(out), "config.json") == record:
+        return Policy.from_pretrained(out, train_cfg.device)
+    if not reuse:
+        train_cfg = dataclasses.replace(train_cfg, resume="never")
+    policy = train_policy(dataset.frames, pool, np.asarray(labels.latents[pool]), cfg, train_cfg, "mse", writer,
+                          "latent_policy", out_dir=out, record=record)
+    _save_main(policy, out, record=record, labels=str(labels.path))
+    return policy
+
+
+def behaviour_cloning(frames, indices: np.ndarray, actions: np.ndarray, coding: ActionCoding,
+                      policy_cfg: PolicyConfig, train_cfg: PolicyTrainConfig, out: Path | None = None,
+                      writer=None, tag: str = "bc", reuse: bool = True):
+    """BC on true (or pseudo-) actions -> an :class:`lapo.agent.Agent` without head. With ``out`` it
+    is saved there, resumable, and reused when trained with the same settings on the same indices
+    (the actions' content is not fingerprinted: callers pass a fixed rule's actions). Its callers
+    decide which actions it may read."""
+    from lapo.agent import Agent
+    from lapo.policy import train_policy
+
+    cfg = dataclasses.replace(policy_cfg, out_dim=coding.out_dim)
+    record = run_record(cfg, train_cfg, indices=pool_hash(indices), coding=coding) if out else None
+    if out is not None and reuse and _stored_record(Path(out), "config.json") == record:
+        return Agent.from_pretrained(out, train_cfg.device)
+    if not reuse:
+        train_cfg = dataclasses.replace(train_cfg, resume="never")
+    policy = train_policy(frames, indices, actions, cfg, train_cfg, coding, writer, tag, out_dir=out, record=record)
+    agent = Agent(policy, coding=coding)
+    if out is not None:
+        _save_main(agent, out, record=record)
+    return agent
+
+
+def fit_head(policy: Policy, dataset: EpisodeDataset, labels, subset: LabeledSubset, head_cfg: ActionHeadConfig,
+             head_input: str = "policy", seed: int = 0, out: Path | None = None):
+    """Fit the k-shot action head on the labeled subset (the only true actions a latent agent sees)
+    and compose ``head ∘ policy`` -> :class:`lapo.agent.Agent` (saved to ``out`` when given). Fast
+    (seconds): always recomputed."""
+    from lapo.agent import Agent
+    from lapo.decoder import fit_action_head, head_latents
+
+    if dataset.action_space is None:
+        raise ValueError(f"{dataset.path} records no action space (meta.json action_space); re-collect it")
+    cfg = dataclasses.replace(head_cfg, latent_dim=int(labels.meta["latent_dim"]))
+    latents = head_latents(head_input, policy, dataset.frames, labels.latents, subset.indices)
+    head = fit_action_head(latents, subset.actions, cfg, space_to_json(dataset.action_space), seed,
+                           device=next(policy.parameters()).device)
+    agent = Agent(policy, head)
+    if out is not None:
+        _save_main(agent, out, k=len(subset.indices), labeled_indices_seed=subset.seed, head_input=head_input,
+                   labels=str(labels.path))
+    return agent
+
+
+def evaluate(act, env_name: str, episodes: int, distribution_mode: str = "easy", seed: int = 0,
+             record: bool = False, desc: str = "evaluate"):
+    """Returns on unseen Procgen levels (:func:`lapo.evaluate.evaluate`); always recomputed."""
+    from lapo.evaluate import evaluate as run
+
+    return run(act, env_name, episodes, distribution_mode, seed=seed, record=record, desc=desc)
+
+
+def _save_main(model, out: Path, **extra) -> None:
+    """``model.save_pretrained(out, **extra)`` on rank 0 only (torchrun)."""
+    from lapo.training import is_main_process
+
+    if is_main_process():
+        model.save_pretrained(out, **extra)
