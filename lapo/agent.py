@@ -49,7 +49,8 @@ class Agent(Pretrained, nn.Module):
     @torch.no_grad()
     def act(self, obs_NHWC: np.ndarray, deterministic: bool = False) -> np.ndarray:
         """Actions for frames ``(N, H, W, 3)`` uint8: ``(N,)`` int64 or ``(N, D)`` float32."""
-        return self.coding.decode(self.logits(torch.as_tensor(np.asarray(obs_NHWC))), deterministic)
+        obs = torch.from_numpy(np.array(obs_NHWC, dtype=np.uint8))  # a copy: frames may be a read-only memmap
+        return self.coding.decode(self.logits(obs), deterministic)
 
     def predict(self, obs_NHWC: np.ndarray, state=None, episode_start=None, deterministic: bool = False):
         """stable-baselines3-style ``predict``: returns ``(actions, None)``."""
