@@ -122,3 +122,17 @@ def test_collect_records_whole_episodes_on_training_levels_with_their_action_spa
     assert actions.dtype == np.int64 and ((0 <= actions) & (actions < N_ACTIONS)).all()
     assert ((0 <= ds.level_seeds) & (ds.level_seeds < EVAL_START_LEVEL)).all()
     assert (ds.episode_lengths >= 2).all() and ds.meta["collect_config"]["num_frames"] == 200
+
+
+def test_layers_point_one_way():
+    """envs never imports lapo or worldmodel; lapo never imports worldmodel or scripts."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parents[1]
+    rules = {"envs": ("lapo", "worldmodel", "scripts"), "lapo": ("worldmodel", "scripts")}
+    for package, forbidden in rules.items():
+        for file in (root / package).rglob("*.py"):
+            for line in file.read_text().splitlines():
+                m = re.match(r"\s*(?:from|import)\s+(\w+)", line)
+                assert not (m and m.group(1) in forbidden), f"{file.relative_to(root)}: {line.strip()}"
