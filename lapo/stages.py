@@ -5,7 +5,8 @@ rule**: an output directory that holds a finished result whose stored ``record``
 config plus fingerprints of its inputs, see :func:`fingerprint`) equals the requested one is loaded
 instead of recomputed; anything else is computed again, and a training stage resumes from a
 training state an interrupted run left there (see :mod:`lapo.training`). ``reuse=False`` recomputes
-regardless (and a training stage then starts from scratch). The quickstart
+regardless, and so does a training stage whose config says ``resume="never"`` (it then starts
+from scratch). The quickstart
 (:mod:`lapo.pipeline`), the benchmark (:mod:`lapo.benchmark`) and the CLIs (:mod:`scripts`)
 compose these functions and hold no training logic of their own.
 
@@ -83,7 +84,7 @@ def train_lam(dataset: EpisodeDataset, out: Path, model_cfg: LAMConfig, train_cf
     from lapo.lam import train_lam as run
 
     record = run_record(model_cfg, train_cfg, dataset=dataset.fingerprint())
-    if reuse and _stored_record(Path(out), "config.json") == record:
+    if reuse and train_cfg.resume == "auto" and _stored_record(Path(out), "config.json") == record:
         lam = LatentActionModel.from_pretrained(out, train_cfg.device)
         return lam, lam.pretrained_meta.get("val_metrics", {})
     if not reuse:
@@ -113,7 +114,7 @@ def latent_bc(dataset: EpisodeDataset, labels, out: Path, policy_cfg: PolicyConf
     cfg = dataclasses.replace(policy_cfg, out_dim=int(labels.meta["latent_dim"]))
     record = run_record(cfg, train_cfg, dataset=dataset.fingerprint(), labels=fingerprint(labels.path),
                         pool=pool_hash(pool))
-    if reuse and _stored_record(Path(out), "config.json") == record:
+    if reuse and train_cfg.resume == "auto" and _stored_record(Path(out), "config.json") == record:
         return Policy.from_pretrained(out, train_cfg.device)
     if not reuse:
         train_cfg = dataclasses.replace(train_cfg, resume="never")
@@ -135,7 +136,7 @@ def behaviour_cloning(frames, indices: np.ndarray, actions: np.ndarray, coding: 
 
     cfg = dataclasses.replace(policy_cfg, out_dim=coding.out_dim)
     record = run_record(cfg, train_cfg, indices=pool_hash(indices), coding=coding) if out else None
-    if out is not None and reuse and _stored_record(Path(out), "config.json") == record:
+    if out is not None and reuse and train_cfg.resume == "auto" and _stored_record(Path(out), "config.json") == record:
         return Agent.from_pretrained(out, train_cfg.device)
     if not reuse:
         train_cfg = dataclasses.replace(train_cfg, resume="never")

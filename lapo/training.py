@@ -342,7 +342,8 @@ def fit(model: nn.Module, sampler: BatchSampler, make_batch: Callable[[Draw], An
             old, new = _flatten(state["record"] or {}), _flatten(record or {})
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             raise ValueError(f"{state_path} is the training state of a run with other settings ({', '.join(diff)}); "
-                             "pass --resume never (or --train.resume never) to start over, or use the same settings")
+                             "start over with resume 'never' (--train.resume never; the quickstart's --overwrite), "
+                             "or use the same settings")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])

@@ -140,7 +140,7 @@ def test_a_state_of_other_settings_is_refused_and_resume_never_starts_over(tmp_p
     # a run that stopped at step 5: its state is in the directory
     linear_task(TrainConfig(steps=5, batch_size=8, checkpoint_every=5, precision="fp32"), tmp_path,
                 {"train": {"lr": 1e-3}})
-    with pytest.raises(ValueError, match=r"other settings \(train.lr\).*--resume never"):
+    with pytest.raises(ValueError, match=r"other settings \(train.lr\).*--train.resume never"):
         linear_task(cfg, tmp_path, {"train": {"lr": 2e-3}})
     assert linear_task(cfg, tmp_path, {"train": {"lr": 1e-3}}).resumed_at == 5
     fresh = linear_task(TrainConfig(steps=10, batch_size=8, checkpoint_every=5, precision="fp32", resume="never"),
