@@ -106,10 +106,17 @@ def collect(cfg: CollectConfig) -> Path:
 
 def collect_record(cfg: CollectConfig) -> dict:
     """The fields of ``cfg`` that determine the video (not where it is written), as stored in
-    ``meta.json["collect_config"]``; a random collector's demonstrator field is irrelevant."""
+    ``meta.json["collect_config"]``, plus a hash of the demonstrator's weights (a demonstrator
+    retrained into the same directory makes other video); a random collector has no demonstrator."""
+    import hashlib
+
+    from envs.demonstrator import shipped_demonstrator
     from envs.io import jsonable
 
     record = {k: v for k, v in jsonable(cfg).items() if k not in ("out", "overwrite")}
     if cfg.policy == "random":
         record.pop("demonstrator")
+    else:
+        weights = Path(cfg.demonstrator or shipped_demonstrator(cfg.env_name)) / "model.safetensors"
+        record["demonstrator_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else None
     return record

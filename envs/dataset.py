@@ -37,6 +37,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,8 +167,9 @@ class EpisodeDataset:
         return None
 
     def fingerprint(self) -> str:
-        """A short hash of ``meta.json`` and ``episode_ends.npy``: identifies the dataset's content
-        for the stages' reuse rules without reading the frames."""
+        """A short hash of ``meta.json`` (which holds a ``dataset_id`` drawn anew each time a dataset
+        is written) and ``episode_ends.npy``: identifies the dataset for the stages' reuse rules
+        without reading the frames."""
         h = hashlib.sha256((self.path / "meta.json").read_bytes())
         h.update((self.path / "episode_ends.npy").read_bytes())
         return h.hexdigest()[:16]
@@ -225,7 +227,10 @@ class EpisodeDataset:
         drawn = rng.choice(units, size=k, replace=False)
         idx = np.sort(drawn if unit == "transition" else pool[np.isin(self.episode_index[pool], drawn)])
         actions = np.asarray(np.load(self.path / "actions.npy", mmap_mode="r")[idx])
-        return LabeledSubset(idx, actions.astype(np.int64 if actions.ndim == 1 else np.float32), seed)
+        space = self.action_space
+        if space is None or hasattr(space, "n"):
+            return LabeledSubset(idx, actions.astype(np.int64), seed)
+        return LabeledSubset(idx, actions.astype(np.float32).reshape(len(idx), -1), seed)
 
     def oracle_actions(self) -> np.ndarray:
         """All true actions, ``(N,)`` int64 or ``(N, D)`` float32. For evaluation/diagnostics and the oracle baseline only:
@@ -388,10 +393,12 @@ class EpisodeWriter:
         if self._actions:
             actions = np.concatenate(self._actions)
             discrete = actions.ndim == 1 and np.issubdtype(actions.dtype, np.integer)
+            if not discrete and actions.ndim == 1:  # (N,) floats: a one-dimensional Box
+                actions = actions[:, None]
             np.save(self.tmp / "actions.npy", actions.astype(np.int64 if discrete else np.float32))
         if self._rewards:
             np.save(self.tmp / "rewards.npy", np.concatenate(self._rewards).astype(np.float32))
-        meta = {"format_version": FORMAT_VERSION, "num_frames": self.num_frames,
+        meta = {"format_version": FORMAT_VERSION, "dataset_id": uuid.uuid4().hex, "num_frames": self.num_frames,
                 "num_episodes": len(self._ends), "frame_shape": list(self._frame_shape),
                 "has_actions": bool(self._actions), **self.meta}
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2))

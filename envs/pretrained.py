@@ -23,7 +23,8 @@ from envs.io import atomic_dir, jsonable
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when present (``cuda:LOCAL_RANK`` under torchrun), else CPU.
+    """``"auto"`` -> CUDA when present, else CPU. Under torchrun a bare ``cuda`` (or ``auto``) is
+    ``cuda:LOCAL_RANK``, one GPU per process.
 
     Raises:
         ValueError: a CUDA device is requested but CUDA is not available, or an unknown name.
@@ -31,9 +32,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if isinstance(device, torch.device):
         return device
     if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
     try:
@@ -140,8 +141,8 @@ class Pretrained:
         config = meta["config"] if "config" in meta else {k: v for k, v in meta.items() if k != "kind"}
         try:
             model = cls.from_config(config)
-        except TypeError as e:
-            raise ValueError(f"{path}/config.json does not describe a {cls.kind} of this version ({e}); "
+        except (TypeError, KeyError) as e:
+            raise ValueError(f"{path}/config.json does not describe a {cls.kind} of this version ({e!r}); "
                              "retrain it with this version") from e
         load_weights(path, model._weights_module())
         model.pretrained_meta = {k: v for k, v in meta.items() if k not in ("kind", "config")}

@@ -48,8 +48,17 @@ class Agent(Pretrained, nn.Module):
 
     @torch.no_grad()
     def act(self, obs_NHWC: np.ndarray, deterministic: bool = False) -> np.ndarray:
-        """Actions for frames ``(N, H, W, 3)`` uint8: ``(N,)`` int64 or ``(N, D)`` float32."""
-        obs = torch.from_numpy(np.array(obs_NHWC, dtype=np.uint8))  # a copy: frames may be a read-only memmap
+        """Actions for frames ``(N, H, W, 3)`` uint8: ``(N,)`` int64 or ``(N, D)`` float32.
+
+        Raises:
+            ValueError: frames of another shape or dtype (e.g. channels-first, or floats in [0, 1]).
+        """
+        obs = np.asarray(obs_NHWC)
+        size = self.policy.cfg.image_size
+        if obs.dtype != np.uint8 or obs.shape[1:] != (size, size, 3):
+            raise ValueError(f"Agent.act takes (N, {size}, {size}, 3) uint8 frames, got {obs.shape} {obs.dtype}; "
+                             "pass channels-last pixels in [0, 255]")
+        obs = torch.from_numpy(obs.copy())  # a copy: frames may be a read-only memmap
         return self.coding.decode(self.logits(obs), deterministic)
 
     def predict(self, obs_NHWC: np.ndarray, state=None, episode_start=None, deterministic: bool = False):

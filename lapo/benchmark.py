@@ -101,7 +101,7 @@ class BenchmarkConfig:
     idm_train: PolicyTrainConfig = field(default_factory=lambda: PolicyTrainConfig(steps=500, batch_size=64))
     """Supervised IDM on the k labeled transitions."""
     head: ActionHeadConfig = field(default_factory=ActionHeadConfig)
-    """k-shot action head (latent_dim and n_actions are set from the LAM and the game)."""
+    """k-shot action head (latent_dim and the action space are set from the LAM and the game)."""
     head_input: str = "policy"
     """Latents the head is fitted on: ``policy`` (π(o_t)) or ``idm`` (see :mod:`lapo.decoder`)."""
     threads: int = 0
@@ -214,7 +214,7 @@ class GameRun:
 
             cfg, d = self.cfg, self.dir / f"seed{seed}"
             stages.train_lam(self.ds, d / "lam", cfg.lam, dataclasses.replace(cfg.lam_train, seed=seed), d / "tb" / "lam")
-            labels = stages.label(d / "lam", self.ds, d / "labels")
+            labels = stages.label(d / "lam", self.ds, d / "labels", device=cfg.lam_train.device)
             policy = stages.latent_bc(self.ds, labels, d / "latent_policy", cfg.policy,
                                       dataclasses.replace(cfg.policy_train, seed=seed), pool=self.train_t)
             self._shared[seed] = (labels, policy)
@@ -224,7 +224,7 @@ class GameRun:
         """BC agent (the benchmark's one policy network) on ``actions`` at frame ``indices``."""
         from lapo import stages
 
-        return stages.behaviour_cloning(self.ds.frames, indices, actions, self.coding, self.cfg.policy,
+        return stages.behaviour_cloning(self.ds, indices, actions, self.coding, self.cfg.policy,
                                         dataclasses.replace(train_cfg, seed=seed), tag=tag)
 
     def run_cell(self, method: str, k: int | None, seed: int) -> dict:

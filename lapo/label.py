@@ -30,7 +30,7 @@ from envs.io import atomic_dir
 
 def label_dataset(lam_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
                   out: str | os.PathLike | None = None, batch_size: int = 512,
-                  overwrite: bool = False, device: str = "cpu", record: dict | None = None) -> Path:
+                  overwrite: bool = False, device: str = "auto", record: dict | None = None) -> Path:
     """Write latent-action labels for every transition of ``dataset_dir`` (``record``: what made
     them, stored in meta.json for the stage graph's reuse rule).
 

@@ -230,6 +230,8 @@ class LAMTrainConfig(TrainConfig):
         super().__post_init__()
         if not 0 < self.val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.probe_k < 0 or self.eval_every < 0:
+            raise ValueError(f"probe_k and eval_every must be >= 0, got {self.probe_k}, {self.eval_every}")
 
 
 def windows_tensor(ds, t: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -310,7 +312,7 @@ def train_lam(dataset_dir, out_dir, model_cfg: LAMConfig | None = None,
     if len(val_t) == 0:
         val_t = train_t[-max(1, len(train_t) // 20):]
     probe = None
-    if train_cfg.probe_k and ds.has_actions:
+    if train_cfg.probe_k and ds.has_actions and ds.action_space is not None:
         subset = ds.labeled_subset(min(train_cfg.probe_k, len(ds.transition_indices)), train_cfg.seed)
         keep = ~np.isin(subset.indices, val_t)  # probe fits on training episodes only
         probe = type(subset)(subset.indices[keep], subset.actions[keep], subset.seed)

@@ -109,7 +109,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
                                       run / "tb" / "lam", reuse)
     lap("train_lam")
     # --- label ---
-    labels = stages.label(lam_dir, ds, run / "labels", reuse)
+    labels = stages.label(lam_dir, ds, run / "labels", reuse, cfg.lam_train.device)
     lap("label")
     # --- latent behaviour cloning ---
     writer = summary_writer(run / "tb" / "policy")
@@ -122,7 +122,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     idm_agent = stages.fit_head(policy, ds, labels, subset, cfg.head, "idm", cfg.seed)
     lap("fit_head")
     # --- baseline: BC on the same k labeled transitions ---
-    bc = stages.behaviour_cloning(ds.frames, subset.indices, subset.actions, agent.coding, cfg.policy,
+    bc = stages.behaviour_cloning(ds, subset.indices, subset.actions, agent.coding, cfg.policy,
                                   dataclasses.replace(cfg.bc_train, seed=cfg.seed), run / "bc_k", writer, "bc_k",
                                   reuse)
     if writer:

@@ -10,8 +10,9 @@ from scratch). The quickstart
 (:mod:`lapo.pipeline`), the benchmark (:mod:`lapo.benchmark`) and the CLIs (:mod:`scripts`)
 compose these functions and hold no training logic of their own.
 
-Only two kinds of stage read true actions: :func:`fit_head` and :func:`behaviour_cloning` (their
-callers pass a labeled subset, or, for the oracle baseline, all actions).
+True actions are read by :func:`fit_head` and :func:`behaviour_cloning` (their callers pass a
+labeled subset, or, for the oracle baseline, all actions) and by :func:`train_lam`'s diagnostic
+probe (``probe_k`` labeled transitions; it scores the latents and never influences training).
 
 Dimension keys: N frames, k labeled transitions, L latent dim.
 """
@@ -66,13 +67,21 @@ def pool_hash(indices: np.ndarray) -> str:
 
 def collect(cfg, reuse: bool = True) -> EpisodeDataset:
     """Record demonstrator video (:func:`envs.collect.collect`). Reuse rule: ``cfg.out`` holds a
-    dataset collected with the same settings (``meta.json["collect_config"]``)."""
+    dataset collected with the same settings and demonstrator weights (``meta.json["collect_config"]``);
+    a collected dataset of other settings is replaced once the new one is complete.
+
+    Raises:
+        FileExistsError: ``cfg.out`` holds a dataset that ``collect`` did not make.
+    """
     from envs.collect import collect as run_collect
     from envs.collect import collect_record
 
     meta = Path(cfg.out) / "meta.json"
-    same = meta.is_file() and json.loads(meta.read_text()).get("collect_config") == collect_record(cfg)
-    if not (reuse and same):
+    recorded = json.loads(meta.read_text()).get("collect_config") if meta.is_file() else None
+    if meta.is_file() and recorded is None:
+        raise FileExistsError(f"{cfg.out} holds a dataset that `lapo collect` did not make (imported video?); "
+                              "choose another output directory rather than overwrite it")
+    if not (reuse and recorded == collect_record(cfg)):
         run_collect(dataclasses.replace(cfg, overwrite=True))
     return EpisodeDataset(cfg.out)
 
@@ -92,7 +101,7 @@ def train_lam(dataset: EpisodeDataset, out: Path, model_cfg: LAMConfig, train_cf
     return run(dataset.path, out, model_cfg, train_cfg, log_dir=log_dir)
 
 
-def label(lam_dir: Path, dataset: EpisodeDataset, out: Path, reuse: bool = True, device: str = "cpu"):
+def label(lam_dir: Path, dataset: EpisodeDataset, out: Path, reuse: bool = True, device: str = "auto"):
     """Latent actions for every transition (:func:`lapo.label.label_dataset`). Reuse rule: ``out``
     holds labels made by the same LAM checkpoint (content) of the same dataset."""
     from lapo.label import Labels, label_dataset
@@ -124,23 +133,25 @@ def latent_bc(dataset: EpisodeDataset, labels, out: Path, policy_cfg: PolicyConf
     return policy
 
 
-def behaviour_cloning(frames, indices: np.ndarray, actions: np.ndarray, coding: ActionCoding,
+def behaviour_cloning(dataset: EpisodeDataset, indices: np.ndarray, actions: np.ndarray, coding: ActionCoding,
                       policy_cfg: PolicyConfig, train_cfg: PolicyTrainConfig, out: Path | None = None,
                       writer=None, tag: str = "bc", reuse: bool = True):
-    """BC on true (or pseudo-) actions -> an :class:`lapo.agent.Agent` without head. With ``out`` it
-    is saved there, resumable, and reused when trained with the same settings on the same indices
-    (the actions' content is not fingerprinted: callers pass a fixed rule's actions). Its callers
-    decide which actions it may read."""
+    """BC on true (or pseudo-) actions at frame ``indices`` -> an :class:`lapo.agent.Agent` without
+    head. With ``out`` it is saved there, resumable, and reused when trained with the same settings
+    on the same dataset, indices and actions. Its callers decide which actions it may read."""
     from lapo.agent import Agent
     from lapo.policy import train_policy
 
     cfg = dataclasses.replace(policy_cfg, out_dim=coding.out_dim)
-    record = run_record(cfg, train_cfg, indices=pool_hash(indices), coding=coding) if out else None
+    record = run_record(cfg, train_cfg, dataset=dataset.fingerprint(), indices=pool_hash(indices),
+                        actions=hashlib.sha256(np.ascontiguousarray(actions).tobytes()).hexdigest()[:16],
+                        coding=coding) if out else None
     if out is not None and reuse and train_cfg.resume == "auto" and _stored_record(Path(out), "config.json") == record:
         return Agent.from_pretrained(out, train_cfg.device)
     if not reuse:
         train_cfg = dataclasses.replace(train_cfg, resume="never")
-    policy = train_policy(frames, indices, actions, cfg, train_cfg, coding, writer, tag, out_dir=out, record=record)
+    policy = train_policy(dataset.frames, indices, actions, cfg, train_cfg, coding, writer, tag, out_dir=out,
+                          record=record)
     agent = Agent(policy, coding=coding)
     if out is not None:
         _save_main(agent, out, record=record)
@@ -151,20 +162,32 @@ def fit_head(policy: Policy, dataset: EpisodeDataset, labels, subset: LabeledSub
              head_input: str = "policy", seed: int = 0, out: Path | None = None):
     """Fit the k-shot action head on the labeled subset (the only true actions a latent agent sees)
     and compose ``head ∘ policy`` -> :class:`lapo.agent.Agent` (saved to ``out`` when given). Fast
-    (seconds): always recomputed."""
+    (seconds): always recomputed. ``labels`` (the dataset's) are read only for ``head_input="idm"``.
+
+    Raises:
+        ValueError: the dataset records no action space, or ``head_input="idm"`` without labels of
+            this dataset and of the policy's latent size.
+    """
     from lapo.agent import Agent
     from lapo.decoder import fit_action_head, head_latents
 
     if dataset.action_space is None:
         raise ValueError(f"{dataset.path} records no action space (meta.json action_space); re-collect it")
-    cfg = dataclasses.replace(head_cfg, latent_dim=int(labels.meta["latent_dim"]))
-    latents = head_latents(head_input, policy, dataset.frames, labels.latents, subset.indices)
+    latent_dim = policy.cfg.out_dim
+    if head_input == "idm" and (labels is None or len(labels.valid) != len(dataset)
+                                or int(labels.meta["latent_dim"]) != latent_dim):
+        raise ValueError(f"head_input 'idm' needs the labels of {dataset.path} made by the policy's LAM "
+                         f"(latent dim {latent_dim}); got {getattr(labels, 'path', None)}: label the dataset with "
+                         "`lapo label` and pass --labels")
+    cfg = dataclasses.replace(head_cfg, latent_dim=latent_dim)
+    latents = head_latents(head_input, policy, dataset.frames, labels.latents if labels is not None else None,
+                           subset.indices)
     head = fit_action_head(latents, subset.actions, cfg, space_to_json(dataset.action_space), seed,
                            device=next(policy.parameters()).device)
     agent = Agent(policy, head)
     if out is not None:
         _save_main(agent, out, k=len(subset.indices), labeled_indices_seed=subset.seed, head_input=head_input,
-                   labels=str(labels.path))
+                   labels=str(labels.path) if labels is not None else None)
     return agent
 
 

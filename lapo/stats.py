@@ -50,13 +50,15 @@ def bootstrap_ci(returns_per_seed: Sequence[np.ndarray], confidence: float = CON
     if not samples or any(len(s) == 0 for s in samples):
         raise ValueError("bootstrap_ci needs at least one seed and one episode per seed")
     mean = mean_over_seeds(samples)
-    if all(len(s) < 2 or np.ptp(s) == 0 for s in samples):
+    varying = [s for s in samples if len(s) >= 2 and np.ptp(s) > 0]  # the others resample to themselves
+    if not varying:
         return mean, mean
+    constant = sum(float(np.mean(s)) for s in samples if not (len(s) >= 2 and np.ptp(s) > 0))
 
     def statistic(*resampled, axis=-1):
-        return np.mean([s.mean(axis=axis) for s in resampled], axis=0)
+        return (np.sum([s.mean(axis=axis) for s in resampled], axis=0) + constant) / len(samples)
 
-    res = bootstrap(samples, statistic, n_resamples=n_resamples, confidence_level=confidence,
+    res = bootstrap(varying, statistic, n_resamples=n_resamples, confidence_level=confidence,
                     method="percentile", vectorized=True, paired=False, rng=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 

@@ -43,8 +43,10 @@ from envs.pretrained import resolve_device
 
 STATE_FILE = "training_state.pt"
 PRECISIONS = ("auto", "fp32", "bf16")
-# fields that do not change what a run computes: a resumed run may change them
-RUN_ONLY_FIELDS = ("log_every", "checkpoint_every", "resume", "threads", "device", "precision")
+# fields that do not change the trained weights (up to rounding): a resumed or reused run may differ
+# in them. Precision: an explicit request on resume wins over the stored one, "auto" keeps it.
+RUN_ONLY_FIELDS = ("log_every", "checkpoint_every", "resume", "threads", "device", "precision", "eval_every",
+                   "probe_k")
 
 
 @dataclass
@@ -89,9 +91,13 @@ class TrainConfig:
             raise ValueError(f"resume {self.resume!r}: choose 'auto' or 'never'")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
-        if self.grad_clip < 0 or self.checkpoint_every < 0 or self.warmup < 0:
-            raise ValueError(f"grad_clip, checkpoint_every and warmup must be >= 0, got {self.grad_clip}, "
-                             f"{self.checkpoint_every}, {self.warmup}")
+        for name in ("grad_clip", "checkpoint_every", "warmup", "threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.log_every < 1:
+            raise ValueError(f"log_every must be >= 1, got {self.log_every}")
+        if not 0 <= self.final_lr_fraction <= 1:
+            raise ValueError(f"final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -114,6 +120,8 @@ def distributed() -> tuple[int, int]:
     import torch.distributed as dist
 
     if not dist.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist.get_rank(), world
 
@@ -164,6 +172,13 @@ def cpu_has_native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def bf16_is_native(device: torch.device) -> bool:
+    """bf16 runs natively: a CUDA device that supports it, or a CPU with avx512_bf16 / amx_bf16."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and cpu_has_native_bf16()
+
+
 def autocast(device: torch.device, precision: str):
     """``torch.autocast`` context for ``fp32`` (disabled) or ``bf16``."""
     if precision not in ("fp32", "bf16"):
@@ -182,14 +197,14 @@ def choose_precision(requested: str, device: torch.device, model: nn.Module, get
     Raises:
         ValueError: ``bf16`` requested on a CPU without native bf16 support.
     """
-    native = (device.type == "cuda" and torch.cuda.is_bf16_supported()) or (
-        device.type == "cpu" and cpu_has_native_bf16())
+    native = bf16_is_native(device)
     if requested == "fp32":
         return "fp32", "requested"
     if requested == "bf16":
         if not native:
-            raise ValueError("precision 'bf16' requested, but this CPU has no native bf16 (no avx512_bf16 or "
-                             "amx_bf16 flag; bf16 runs ~20x slower here): use --precision fp32 or auto")
+            where = ("this GPU does not support bf16" if device.type == "cuda" else "this CPU has no native bf16 "
+                     "(no avx512_bf16 or amx_bf16 flag; bf16 runs ~20x slower here)")
+            raise ValueError(f"precision 'bf16' requested, but {where}: use --train.precision fp32 or auto")
         return "bf16", "requested"
     if not native:
         return "fp32", f"auto: no native bf16 on {device.type}"
@@ -317,8 +332,10 @@ def fit(model: nn.Module, sampler: BatchSampler, make_batch: Callable[[Draw], An
         record: what determines the result (see :func:`run_record`); stored in the training state
             and compared on resume.
         writer: tensorboard writer (used on rank 0 only); scalars ``train/{tag}_*``, ``charts/``.
-        evaluate: ``model -> metrics``, run on rank 0 every ``eval_every`` steps and at the end;
-            logged as ``val/*``.
+        tag: name of the run in logs and scalars (``train/{tag}_loss``).
+        evaluate: ``model -> metrics``, run on rank 0 every ``eval_every`` steps (0 = only at the
+            end) and at the end; logged as ``val/*``. ``train/*`` stats other than the loss are rank
+            0's share of the batch.
         progress: show a tqdm bar (rank 0).
         ddp: wrap the model in DDP under torchrun (False: each process trains its own copy).
 
@@ -354,7 +371,11 @@ def fit(model: nn.Module, sampler: BatchSampler, make_batch: Callable[[Draw], An
             print(f"{tag}: resuming {state_path} at step {start} of {cfg.steps} ({precision})")
     net = model
     if ddp and world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        # buffers (batch-norm statistics, VQ codebook) are kept equal by their own all-reduces
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                                        broadcast_buffers=False)
+    if precision is not None and (cfg.precision != "auto" or (precision == "bf16" and not bf16_is_native(device))):
+        precision = None  # an explicit request, or a stored bf16 this device cannot run natively, decides anew
     if precision is None:
         def probe_batch():  # a batch for the measurement; the sampler is rewound afterwards
             state = copy.deepcopy(sampler.state_dict())

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         message = " ".join(str(e).split()) or type(e).__name__  # one line, whatever the message holds
-        print(f"lapo: error: {message}", file=sys.stderr)
+        print(f"lapo: error: {message} (--debug shows the traceback)", file=sys.stderr)
         raise SystemExit(2) from None
 
 

@@ -25,7 +25,7 @@ class Args:
     dataset: Path
     """Dataset with actions; only the k drawn transitions' (or episodes') actions are read."""
     labels: Path | None = None
-    """Labels directory (default: DATASET/labels)."""
+    """Labels directory, read with ``--head-input idm`` only (default: DATASET/labels)."""
     k: int = 256
     """Labeled transitions (or episodes with ``--unit episode``)."""
     unit: str = "transition"
@@ -49,7 +49,7 @@ class Args:
 
 def main(args: Args) -> None:
     ds = EpisodeDataset(args.dataset)
-    labels = Labels(args.labels or args.dataset / "labels")
+    labels = Labels(args.labels or args.dataset / "labels") if args.head_input == "idm" else None
     policy = Policy.from_pretrained(args.policy, args.device)
     subset = ds.labeled_subset(args.k, args.seed, unit=args.unit)
     stages.fit_head(policy, ds, labels, subset, args.head, args.head_input, args.seed, out=args.out)

@@ -66,8 +66,8 @@ class Args:
     allow_partial: bool = False
     """Accept damaged videos (decode errors, lost frames): a warning, not a failure in the exit status.
     Their labels (of the frames that decoded) are written either way."""
-    device: str = "cpu"
-    """``cpu`` or ``cuda``."""
+    device: str = "auto"
+    """``auto`` (CUDA if present; ``cuda:LOCAL_RANK`` under torchrun), ``cpu`` or ``cuda[:N]``."""
 
 
 def main(args: Args) -> int:
@@ -110,6 +110,10 @@ def main(args: Args) -> int:
     for message in failures:
         print(f"failed: {message}", file=sys.stderr)
     print(f"labeled {len(datasets) + len(videos) - len(failures)} of {len(datasets) + len(videos)} inputs")
+    if world > 1:  # every rank finishes its shard before any exits (torchrun stops all on a failure)
+        from lapo.training import barrier
+
+        barrier()
     if failures:
         raise SystemExit(min(len(failures), 255))
     return 0

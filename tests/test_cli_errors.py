@@ -107,7 +107,7 @@ def test_user_errors_print_one_line_and_exit_2(fake_command, capsys, kind, messa
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["boom", "--kind", kind])
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == f"lapo: error: {message}\n"
+    assert capsys.readouterr().err == f"lapo: error: {message} (--debug shows the traceback)\n"
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -118,7 +118,7 @@ def test_config_validation_errors_are_one_line_too(fake_command, capsys, argv, m
     with pytest.raises(SystemExit) as exit_info:
         cli.main(argv)
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err == f"lapo: error: {message}\n"
+    assert capsys.readouterr().err == f"lapo: error: {message} (--debug shows the traceback)\n"
 
 
 def test_debug_reraises_user_errors(fake_command):

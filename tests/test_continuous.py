@@ -99,12 +99,14 @@ def test_continuous_pipeline_end_to_end(velocity_dataset, tmp_path):
     env = gym.vector.SyncVectorEnv([SquareEnv] * 8)
     from lapo.evaluate import random_act, rollout
 
+    rand = rollout(random_act(BOX, seed=0), env, success_key="success")
+    assert rand.lengths.max() <= 30
     for continuous in ("bins", "regression"):
         agent = stages.fit_head(policy, ds, labels, subset, ActionHeadConfig(continuous=continuous), "idm",
                                 out=tmp_path / f"agent_{continuous}")
         actions = agent.act(np.asarray(ds.frames[:5]), deterministic=True)
         assert actions.shape == (5, 2) and actions.dtype == np.float32 and (np.abs(actions) <= 1).all()
         res = rollout(lambda obs: agent.act(obs, deterministic=True), env, success_key="success")
-        assert res.successes.shape == (8,) and 0 <= res.summary()["success_rate"] <= 1
-    rand = rollout(random_act(BOX, seed=0), env, success_key="success")
-    assert rand.lengths.max() <= 30
+        # the demonstrator drifts right: its imitation reaches the edge, random actions do not
+        # (measured: 8/8 for both heads and both head inputs, random 0/8)
+        assert res.successes.shape == (8,) and res.summary()["success_rate"] >= rand.summary()["success_rate"] + 0.5

@@ -66,8 +66,8 @@ def scalars(log_dir: Path, tag: str) -> dict[int, float]:
 @pytest.mark.parametrize("quantizer", ["fsq", "vq"])
 def test_torchrun_two_processes_match_one_process_at_the_same_global_batch(square_dataset, tmp_path, quantizer):
     """`torchrun --nproc_per_node 2` (gloo, 1 thread each) and one process see the same samples of
-    each global batch: the loss trajectory over 20 steps and the final parameters (batch-norm
-    statistics and VQ codebook included) agree to fp32 rounding (relative 1e-4)."""
+    each global batch: the loss trajectory over 20 steps agrees within relative 1e-4, the VQ codebook
+    EMA within 1e-5, and the final model's outputs within the looser bound explained below."""
     args = ["--train.steps", "20", "--train.log-every", "1", "--train.eval-every", "20", "--train.warmup", "5",
             "--model.quantizer", quantizer, "--model.codebook-size", "8"]
     single = subprocess.run(train_lam_cmd(square_dataset, tmp_path / "one", *args, "--log-dir", str(tmp_path / "tb1")),
@@ -86,7 +86,7 @@ def test_torchrun_two_processes_match_one_process_at_the_same_global_batch(squar
     # before a one-channel-per-group GroupNorm, late biases) get rounding-level gradient differences
     # that Adam turns into steps of up to lr = 1e-3 (measured: parameters differ by at most 6e-4 after
     # 20 steps, VQ running means by 8e-3). The batch-norm sync itself is what the loss trajectory
-    # checks: without it the losses differ by up to 0.8% (measured).
+    # checks: with the sync removed from BatchStandardize (tried once) the losses differed by 0.8%.
     from envs.dataset import EpisodeDataset
     from lapo.lam import LatentActionModel, windows_tensor
 
@@ -155,15 +155,21 @@ def test_precision_rule(monkeypatch, tmp_path):
     cpu = torch.device("cpu")
     monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
     assert training.choose_precision("auto", cpu, model, lambda: batch, loss)[0] == "fp32"
-    with pytest.raises(ValueError, match="no native bf16.*--precision fp32"):
+    with pytest.raises(ValueError, match="no native bf16.*--train.precision fp32"):
         training.choose_precision("bf16", cpu, model, lambda: batch, loss)
     monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
     before = [p.clone() for p in model.parameters()]
     pick, why = training.choose_precision("auto", cpu, model, lambda: batch, loss)
     assert pick in ("fp32", "bf16") and "measured" in why
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # measured on a copy
-    # the precision in a training state wins over the config on resume
+    # on resume, "auto" keeps the stored precision (where it is native); an explicit request wins
     linear_task(TrainConfig(steps=4, batch_size=8, checkpoint_every=2, precision="fp32"), tmp_path)
     state = torch.load(tmp_path / training.STATE_FILE, weights_only=True)
     torch.save({**state, "precision": "bf16"}, tmp_path / training.STATE_FILE)
-    assert linear_task(TrainConfig(steps=6, batch_size=8, checkpoint_every=2, precision="fp32"), tmp_path).precision == "bf16"
+    assert linear_task(TrainConfig(steps=6, batch_size=8, checkpoint_every=2), tmp_path).precision == "bf16"
+    torch.save({**state, "precision": "bf16"}, tmp_path / training.STATE_FILE)
+    assert linear_task(TrainConfig(steps=6, batch_size=8, checkpoint_every=2, precision="fp32"),
+                       tmp_path).precision == "fp32"
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)  # a stored bf16 this CPU cannot run
+    torch.save({**state, "precision": "bf16"}, tmp_path / training.STATE_FILE)
+    assert linear_task(TrainConfig(steps=6, batch_size=8, checkpoint_every=2), tmp_path).precision == "fp32"
