@@ -158,20 +158,22 @@ def test_label_cli_reports_bad_files_and_labels_the_rest(tmp_path):
 
 
 def test_label_shards_inputs_across_torchrun_ranks(tmp_path):
-    """Ranks 0 and 1 of WORLD_SIZE 2 label disjoint halves that together cover every video."""
+    """Under `torchrun --nproc_per_node 2` ranks 0 and 1 label disjoint shares (2 and 1 of 3 videos)
+    that together cover every video, into one output folder."""
     import os
 
     tiny_lam(tmp_path)
     (tmp_path / "v").mkdir()
     for i in range(3):
         write_video(tmp_path / "v" / f"clip{i}.mp4", n=3)
-    for rank in (0, 1):
-        env = {**os.environ, "RANK": str(rank), "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
-        subprocess.run([sys.executable, "-m", "scripts.cli", "label", "--checkpoint", str(tmp_path / "lam"),
-                        "--input", str(tmp_path / "v"), "--out", str(tmp_path / f"labels{rank}")],
-                       check=True, capture_output=True, env=env, timeout=300)
-    assert sorted(p.name for p in (tmp_path / "labels0").iterdir()) == ["clip0", "clip2"]
-    assert sorted(p.name for p in (tmp_path / "labels1").iterdir()) == ["clip1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "scripts.cli", "label", "--checkpoint", str(tmp_path / "lam"),
+                           "--input", str(tmp_path / "v"), "--out", str(tmp_path / "labels")],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["clip0", "clip1", "clip2"]
+    assert "labeled 2 of 2 inputs" in proc.stdout and "labeled 1 of 1 inputs" in proc.stdout
 
 
 # --- damaged streams: decode errors and lost frames are reported, not silently dropped ---
