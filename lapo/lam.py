@@ -280,6 +280,14 @@ def validate_lam(lam: LatentActionModel, ds, val_t, probe_subset=None, batch_siz
     return metrics
 
 
+def lam_record(ds, model_cfg: LAMConfig, train_cfg: LAMTrainConfig) -> dict:
+    """What determines a trained LAM (architecture, optimization, dataset): stored in its training
+    state and checkpoint, compared on resume and by the stage graph's reuse rule."""
+    from lapo.training import run_record
+
+    return run_record(model_cfg, train_cfg, dataset=ds.fingerprint())
+
+
 def train_lam(dataset_dir, out_dir, model_cfg: LAMConfig | None = None,
               train_cfg: LAMTrainConfig | None = None, log_dir=None):
     """Train a :class:`LatentActionModel` on the frames of a dataset and save it to ``out_dir``.
@@ -298,7 +306,7 @@ def train_lam(dataset_dir, out_dir, model_cfg: LAMConfig | None = None,
         ``out_dir`` made with other settings.
     """
     from envs.dataset import EpisodeDataset
-    from lapo.training import BatchSampler, build_device, fit, is_main_process, run_record, summary_writer
+    from lapo.training import BatchSampler, build_device, fit, is_main_process, summary_writer
 
     model_cfg, train_cfg = model_cfg or LAMConfig(), train_cfg or LAMTrainConfig()
     # --- build ---
@@ -319,7 +327,7 @@ def train_lam(dataset_dir, out_dir, model_cfg: LAMConfig | None = None,
     lam = LatentActionModel(model_cfg).to(device)
     sampler = BatchSampler(len(train_t), train_cfg.batch_size, train_cfg.seed)
     writer = summary_writer(log_dir)
-    record = run_record(model_cfg, train_cfg, dataset=ds.fingerprint())
+    record = lam_record(ds, model_cfg, train_cfg)
     last = {}
 
     def loss_fn(model, batch):

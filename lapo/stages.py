@@ -90,9 +90,10 @@ def train_lam(dataset: EpisodeDataset, out: Path, model_cfg: LAMConfig, train_cf
               log_dir: Path | None = None, reuse: bool = True) -> tuple[LatentActionModel, dict]:
     """Train the LAM on the dataset's frames (:func:`lapo.lam.train_lam`). Reuse rule: ``out`` holds a
     LAM checkpoint with the same architecture, optimization and dataset. Returns ``(lam, val metrics)``."""
+    from lapo.lam import lam_record
     from lapo.lam import train_lam as run
 
-    record = run_record(model_cfg, train_cfg, dataset=dataset.fingerprint())
+    record = lam_record(dataset, model_cfg, train_cfg)
     if reuse and train_cfg.resume == "auto" and _stored_record(Path(out), "config.json") == record:
         lam = LatentActionModel.from_pretrained(out, train_cfg.device)
         return lam, lam.pretrained_meta.get("val_metrics", {})

@@ -6,11 +6,11 @@
 Video files (mp4, webm, mkv, avi, gif, mov; directories are searched recursively) are decoded with
 PyAV and converted by ``--video.*`` (see :mod:`envs.video`; the size is the LAM's). Each video's
 labels go to ``OUT/<name>/`` (format in :func:`lapo.label.label_video`); a dataset's go to
-``DATASET/labels`` (or ``OUT/<dataset name>`` with ``--out``). Existing outputs are kept unless
+``DATASET/labels`` (or ``OUT/<name>`` with ``--out``). Existing outputs are kept unless
 ``--overwrite``.
 
-Output names, computed over all inputs (so every torchrun rank agrees): a video's name is its file
-stem when no other input has the same stem; videos whose stems collide are named ``stem_ext``
+Output names, computed over all inputs, datasets and videos together (so every torchrun rank
+agrees): an input's name is its file (or dataset directory) stem when no other input has the same stem; videos whose stems collide are named ``stem_ext``
 (``clip.gif`` and ``clip.mkv`` -> ``clip_gif``, ``clip_mkv``); names that still collide (the same file
 name in different folders) are prefixed with parent folder names, nearest first, until they differ
 (``a/clip.mp4`` and ``b/clip.mp4`` -> ``a_clip_mp4``, ``b_clip_mp4``). The same file given twice is
@@ -84,11 +84,13 @@ def main(args: Args) -> int:
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     datasets = [p for p in args.input if (Path(p) / "meta.json").is_file()]
     videos = find_videos([p for p in args.input if p not in datasets])
-    names = unique_names(videos)  # computed over all inputs, so every rank agrees
-    datasets, videos, names = datasets[rank::world], videos[rank::world], names[rank::world]
-    for ds in datasets:
+    names = unique_names([Path(d) for d in datasets] + videos)  # over all inputs, so every rank agrees
+    ds_names, names = names[:len(datasets)], names[len(datasets):]
+    datasets, ds_names = datasets[rank::world], ds_names[rank::world]
+    videos, names = videos[rank::world], names[rank::world]
+    for ds, ds_name in zip(datasets, ds_names):
         try:
-            target = out_root / Path(ds).name if args.out else None
+            target = out_root / ds_name if args.out else None
             print(f"wrote {label_dataset(args.checkpoint, ds, target, args.batch_size, args.overwrite, args.device)}")
         except (ValueError, FileExistsError) as e:
             failures.append(f"{ds}: {e}")

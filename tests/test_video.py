@@ -278,6 +278,8 @@ def test_output_names_are_stems_then_stem_ext_then_parent_folders():
     assert unique_names([Path("/d/a/v/clip.mp4"), Path("/d/b/v/clip.mp4")]) == ["a_v_clip_mp4", "b_v_clip_mp4"]
     names = unique_names([Path("clip.gif"), Path("clip.mkv"), Path("clip_gif.mp4")])  # a made name meets a stem
     assert len(set(names)) == 3 and names[1] == "clip_mkv"
+    # dataset directories take part too: two datasets named "data" and a video data.mp4 stay apart
+    assert unique_names([Path("/r/a/data"), Path("/r/b/data"), Path("/v/data.mp4")]) == ["a_data", "b_data", "data_mp4"]
 
 
 def test_a_file_reached_twice_is_found_once(tmp_path):
