@@ -200,11 +200,11 @@ class EpisodeDataset:
 
     # --- labels: the only doors to true actions ---
     def labeled_subset(self, k: int, seed: int = 0, pool: np.ndarray | None = None,
-                       unit: str = "transition") -> LabeledSubset:
+                       unit: str = "transition", per_task: bool = False) -> LabeledSubset:
         """Draw ``k`` labeled transitions (``unit="transition"``) or every transition of ``k``
         labeled episodes (``unit="episode"``, as teleoperated demonstrations come) uniformly without
         replacement (``np.random.default_rng(seed)``) from ``pool`` (default: every transition), and
-        read their actions.
+        read their actions. ``per_task``: ``k`` units from each task (``task_ids``) of the pool.
 
         Raises:
             ValueError: the dataset has no actions, ``pool`` holds a non-transition index, ``unit``
@@ -219,12 +219,15 @@ class EpisodeDataset:
         if unit not in ("transition", "episode"):
             raise ValueError(f"unit {unit!r}: choose 'transition' or 'episode'")
         units = pool if unit == "transition" else np.unique(self.episode_index[pool])
-        m = len(units)
-        if not 1 <= k <= m:
-            raise ValueError(f"k={k} labeled {unit}s requested but {self.path} has {m} to draw from; "
-                             f"choose 1 <= k <= {m}")
+        task_of = self.task_ids[self.episode_index[units]] if unit == "transition" else self.task_ids[units]
+        groups = [units[task_of == task] for task in np.unique(task_of)] if per_task else [units]
         rng = np.random.default_rng(seed)
-        drawn = rng.choice(units, size=k, replace=False)
+        for group in groups:
+            m = len(group)
+            if not 1 <= k <= m:
+                raise ValueError(f"k={k} labeled {unit}s requested {'per task ' if per_task else ''}but {self.path} "
+                                 f"has {m} to draw from; choose 1 <= k <= {m}")
+        drawn = np.concatenate([rng.choice(group, size=k, replace=False) for group in groups])
         idx = np.sort(drawn if unit == "transition" else pool[np.isin(self.episode_index[pool], drawn)])
         actions = np.asarray(np.load(self.path / "actions.npy", mmap_mode="r")[idx])
         space = self.action_space

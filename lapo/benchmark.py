@@ -57,10 +57,14 @@ from lapo.lam import LAMConfig, LAMTrainConfig
 from lapo.policy import PolicyConfig, PolicyTrainConfig
 
 REFERENCES = ("random", "demonstrator")
-TRAINED = ("oracle_bc", "bc", "idm", "ours")  # methods besides the references (registry: METHODS)
-K_METHODS = ("bc", "idm", "ours")  # methods whose result depends on k
+TRAINED = ("oracle_bc", "bc", "idm", "ours")  # the default methods besides the references
+OPTIONAL = ("ours_bins", "ours_regression", "clam")  # further registered methods (registry: METHODS)
+K_METHODS = ("bc", "idm", "ours") + OPTIONAL  # methods whose result depends on k
 METHOD_NAMES = {"random": "random", "demonstrator": "demonstrator", "oracle_bc": "oracle BC (all actions)",
-                "bc": "BC on k labels", "idm": "IDM on k labels -> BC", "ours": "latent policy + k-shot head"}
+                "bc": "BC on k labels", "idm": "IDM on k labels -> BC", "ours": "latent policy + k-shot head",
+                "ours_bins": "latent policy + k-shot head (RT-1 bins)",
+                "ours_regression": "latent policy + k-shot head (regression)",
+                "clam": "CLAM: continuous LAM + joint action decoder"}
 SWEEP_FIELDS = ("games", "ks", "seeds", "methods", "run_dir", "threads", "report_only")  # may change between reruns
 
 
@@ -90,6 +94,8 @@ class BenchmarkConfig:
     """At most this many held-out transitions are scored (evenly spaced)."""
     lam: LAMConfig = field(default_factory=LAMConfig)
     """Latent action model."""
+    clam_lam: LAMConfig = field(default_factory=lambda: LAMConfig(quantizer="none"))
+    """LAM of the ``clam`` method (continuous latents; trained with an action decoder on the k labels)."""
     lam_train: LAMTrainConfig = field(default_factory=lambda: LAMTrainConfig(steps=3000, probe_k=0))
     """LAM training (its ``seed`` is replaced by each benchmark seed)."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -121,9 +127,9 @@ class BenchmarkConfig:
             raise ValueError("need at least one game and one seed")
         if any(k < 1 for k in self.ks):
             raise ValueError(f"every k must be >= 1, got {self.ks}")
-        bad = [m for m in self.methods if m not in TRAINED]
+        bad = [m for m in self.methods if m not in TRAINED + OPTIONAL]
         if bad:
-            raise ValueError(f"unknown methods {bad}; choose from {list(TRAINED)}")
+            raise ValueError(f"unknown methods {bad}; choose from {list(TRAINED + OPTIONAL)}")
         if self.eval_episodes < 2:
             raise ValueError(f"eval_episodes must be >= 2 for a confidence interval, got {self.eval_episodes}")
         if not 0 < self.probe_fraction < 1:
@@ -227,11 +233,18 @@ class GameRun:
         return stages.behaviour_cloning(self.ds, indices, actions, self.coding, self.cfg.policy,
                                         dataclasses.replace(train_cfg, seed=seed), tag=tag)
 
+    def evaluate(self, act, seed: int, desc: str) -> dict:
+        """Returns on the seed's unseen levels: the cell's evaluation fields."""
+        from lapo import stages
+
+        res = stages.evaluate(act, self.game, self.cfg.eval_episodes, self.cfg.distribution_mode, seed=seed, desc=desc)
+        return {"mean_return": res.mean, "returns": res.returns.tolist(), "lengths": res.lengths.tolist(),
+                "level_seeds": res.level_seeds.tolist()}
+
     def run_cell(self, method: str, k: int | None, seed: int) -> dict:
-        """Train (``METHODS[method]``), score on held-out transitions, evaluate on unseen levels."""
+        """Train (``METHODS[method]``), score on held-out transitions, evaluate (:meth:`evaluate`)."""
         import torch
 
-        from lapo import stages
         from lapo.agent import Agent
 
         t0 = time.perf_counter()
@@ -241,16 +254,23 @@ class GameRun:
         if isinstance(agent, Agent):
             pred = np.concatenate([agent.act(np.asarray(self.ds.frames[i]), deterministic=True)
                                    for i in np.array_split(self.test_t, 8)])
-            action_acc = float((pred == self.test_actions()).mean())
+            action_acc = action_agreement(pred, self.test_actions(), self.coding.space)
         act = agent.act if isinstance(agent, Agent) else agent
         torch.manual_seed(seed)  # the agent's action sampling
-        res = stages.evaluate(act, self.game, self.cfg.eval_episodes, self.cfg.distribution_mode, seed=seed,
-                              desc=f"eval {self.game} {method} k={k} seed={seed}")
-        return {"game": self.game, "method": method, "k": k, "seed": seed,
-                "mean_return": res.mean, "returns": res.returns.tolist(), "lengths": res.lengths.tolist(),
-                "level_seeds": res.level_seeds.tolist(), "probe_accuracy": probe,
+        result = self.evaluate(act, seed, f"eval {self.game} {method} k={k} seed={seed}")
+        return {"game": self.game, "method": method, "k": k, "seed": seed, **result, "probe_accuracy": probe,
                 "action_accuracy": action_acc, "train_seconds": round(train_s, 1),
                 "eval_seconds": round(time.perf_counter() - t0 - train_s, 1)}
+
+
+def action_agreement(pred: np.ndarray, true: np.ndarray, space) -> float:
+    """Held-out agreement of predicted with true actions: accuracy (Discrete) or accuracy of the
+    action's direction (Box; :func:`lapo.decoder.action_direction`)."""
+    from lapo.decoder import action_direction
+
+    if space.get("type") == "Box":
+        return float((action_direction(pred) == action_direction(true)).mean())
+    return float((np.asarray(pred) == np.asarray(true)).mean())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -290,26 +310,58 @@ def idm_method(run: GameRun, k: int, seed: int):
                            hidden=cfg.lam.idm_hidden, out_dim=run.coding.out_dim)
     idm = train_supervised_idm(run.ds, subset.indices, subset.actions, idm_cfg,
                                dataclasses.replace(cfg.idm_train, seed=seed), run.coding)
-    probe = float((pseudo_label(idm, run.ds, run.test_t, run.coding) == run.test_actions()).mean())
+    probe = action_agreement(pseudo_label(idm, run.ds, run.test_t, run.coding), run.test_actions(), run.coding.space)
     pseudo = pseudo_label(idm, run.ds, run.train_t, run.coding)
     return run.bc(run.train_t, pseudo, cfg.policy_train, seed, "idm_bc"), probe
 
 
-def ours_method(run: GameRun, k: int, seed: int):
+def ours_method(run: GameRun, k: int, seed: int, head_cfg: ActionHeadConfig | None = None):
     """LAM on frames -> latent BC (shared per seed) -> k-shot head on the k labels (LAPO §3)."""
     from lapo import stages
     from lapo.decoder import probe_scores
 
     labels, policy = run.latent_stages(seed)
     subset = run.subset(k, seed)
-    agent = stages.fit_head(policy, run.ds, labels, subset, run.cfg.head, run.cfg.head_input, seed)
+    agent = stages.fit_head(policy, run.ds, labels, subset, head_cfg or run.cfg.head, run.cfg.head_input, seed)
     probe = probe_scores(np.asarray(labels.latents[subset.indices]), subset.actions,
                          np.asarray(labels.latents[run.test_t]), run.test_actions(), run.coding.space)
-    return agent, probe["probe_accuracy"]
+    return agent, probe.get("probe_accuracy", probe.get("probe_direction_accuracy"))
+
+
+def ours_head(continuous: str):
+    """``ours`` with a head of the given continuous decoding (``bins`` RT-1 or ``regression``)."""
+    def method(run: GameRun, k: int, seed: int):
+        return ours_method(run, k, seed, dataclasses.replace(run.cfg.head, continuous=continuous))
+    method.__doc__ = f"ours with a '{continuous}' action head."
+    return method
+
+
+def clam_method(run: GameRun, k: int, seed: int):
+    """CLAM (Liang et al. 2025): a LAM with continuous latents (``clam_lam``) trained jointly with an
+    action decoder on the k labels -> latent BC on its latents -> that decoder as the action head."""
+    import torch
+
+    from lapo import stages
+    from lapo.agent import Agent
+
+    cfg, subset = run.cfg, run.subset(k, seed)
+    d = run.dir / f"seed{seed}" / f"clam_k{k}"
+    lam, _ = stages.train_lam(run.ds, d / "lam", cfg.clam_lam, dataclasses.replace(cfg.lam_train, seed=seed),
+                              d / "tb", labeled=subset, head_cfg=cfg.head)
+    labels = stages.label(d / "lam", run.ds, d / "labels", device=cfg.lam_train.device)
+    policy = stages.latent_bc(run.ds, labels, d / "latent_policy", cfg.policy,
+                              dataclasses.replace(cfg.policy_train, seed=seed), pool=run.train_t)
+    decoder = lam.action_decoder.eval()
+    with torch.no_grad():
+        out = decoder(torch.as_tensor(np.asarray(labels.latents[run.test_t]), dtype=torch.float32,
+                                      device=next(decoder.parameters()).device))
+    pred = decoder.coding.decode(out, deterministic=True)
+    return Agent(policy, decoder), action_agreement(pred, run.test_actions(), run.coding.space)
 
 
 METHODS = {"random": random_method, "demonstrator": demonstrator_method, "oracle_bc": oracle_bc_method,
-           "bc": bc_method, "idm": idm_method, "ours": ours_method}
+           "bc": bc_method, "idm": idm_method, "ours": ours_method, "ours_bins": ours_head("bins"),
+           "ours_regression": ours_head("regression"), "clam": clam_method}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -340,7 +392,7 @@ def check_run_dir(cfg: BenchmarkConfig) -> None:
 def cells_of(cfg: BenchmarkConfig, game: str):
     """Every (method, k, seed) of the sweep for a game, references first."""
     for seed in cfg.seeds:
-        for method in REFERENCES + tuple(m for m in TRAINED if m in cfg.methods):
+        for method in REFERENCES + tuple(m for m in TRAINED + OPTIONAL if m in cfg.methods):
             for k in (cfg.ks if method in K_METHODS else (None,)):
                 yield method, k, seed
 
@@ -430,7 +482,7 @@ def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
                          "eval_seconds": sum(c["eval_seconds"] for c in group)})
     # average normalized return over games, per (method, k)
     average = []
-    for method in REFERENCES + TRAINED:
+    for method in REFERENCES + TRAINED + OPTIONAL:
         for k in sorted({r["k"] for r in rows if r["method"] == method}, key=lambda x: -1 if x is None else x):
             vals = [r["normalized_return"] for r in rows if r["method"] == method and r["k"] == k]
             if len(vals) == len(refs):
@@ -469,7 +521,7 @@ def format_results(results: dict) -> str:
         episodes = next(r["episodes"] for r in rows if r["game"] == game) // len(seeds)
         out += [f"### {game}", "", f"normalized return (mean return [95% CI]); seeds {seeds}, {episodes} unseen "
                 "levels per seed", "", head, sep]
-        for method in REFERENCES + TRAINED:
+        for method in REFERENCES + TRAINED + OPTIONAL:
             cells = {r["k"]: r for r in rows if r["game"] == game and r["method"] == method}
             if not cells:
                 continue
@@ -488,7 +540,7 @@ def format_results(results: dict) -> str:
     avg = results["average_over_games"]
     if avg:
         out += [f"### average over games ({', '.join(results['references'])}; normalized return)", "", head, sep]
-        for method in REFERENCES + TRAINED:
+        for method in REFERENCES + TRAINED + OPTIONAL:
             vals = {a["k"]: a["normalized_return"] for a in avg if a["method"] == method}
             if vals:
                 out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(
@@ -527,12 +579,12 @@ def plot_results(results: dict, path: Path) -> Path:
                 ref = [r["normalized_return"] for r in rows if r["game"] == panel and r["method"] == method
                        and r["k"] is None]
             if ref:
-                ax.axhline(ref[0], color=colors[method], ls="--", label=METHOD_NAMES[method])
+                ax.axhline(ref[0], color=colors.get(method), ls="--", label=METHOD_NAMES[method])
             if pts:
                 k, y, lo, hi = zip(*pts)
-                ax.plot(k, y, "o-", color=colors[method], label=METHOD_NAMES[method])
+                ax.plot(k, y, "o-", color=colors.get(method), label=METHOD_NAMES[method])
                 if lo[0] is not None:
-                    ax.fill_between(k, lo, hi, color=colors[method], alpha=0.15)
+                    ax.fill_between(k, lo, hi, color=colors.get(method), alpha=0.15)
         ax.axhline(1, color="grey", lw=0.8)
         ax.axhline(0, color="grey", lw=0.8)
         ax.set_xscale("log", base=2)

@@ -89,6 +89,36 @@ class ActionCoding:
             return int(self.space["n"])
         return self.dims * (self.bins if self.continuous == "bins" else 1)
 
+    def describe(self) -> str:
+        """The space in words, e.g. ``Discrete(15)`` or ``Box(4,)``."""
+        return f"Box({', '.join(map(str, self.space['shape']))},)" if self.is_box else f"Discrete({self.space['n']})"
+
+    def check_actions(self, actions) -> None:
+        """Raise ``ValueError`` when ``actions`` cannot belong to this space: a Discrete space needs
+        ``(k,)`` integers in ``[0, n)``; a Box ``(k, D)`` (or ``(k,)`` for D = 1) floats."""
+        a = np.asarray(actions)
+        if not self.is_box:
+            if a.ndim != 1 or not np.issubdtype(a.dtype, np.integer) or (len(a) and (a.min() < 0 or a.max() >= self.space["n"])):
+                raise ValueError(f"actions of shape {a.shape} and dtype {a.dtype} do not belong to the head's "
+                                 f"{self.describe()} action space: continuous actions need a head for a Box space "
+                                 "(fit it on the dataset whose actions these are)")
+        elif np.issubdtype(a.dtype, np.integer) or a.reshape(len(a), -1).shape[1] != self.dims:
+            raise ValueError(f"actions of shape {a.shape} and dtype {a.dtype} do not belong to the head's "
+                             f"{self.describe()} action space: discrete actions need a head for a Discrete space "
+                             "(fit it on the dataset whose actions these are)")
+
+    def require(self, space, where: str) -> None:
+        """Raise ``ValueError`` unless this coding's space is ``space`` (gymnasium space or JSON),
+        e.g. an agent evaluated in an environment of another action space."""
+        from envs.dataset import space_to_json
+
+        spec = space if isinstance(space, dict) else space_to_json(space)
+        if (spec["type"], spec.get("n"), list(spec.get("shape") or [])) != (
+                self.space["type"], self.space.get("n"), list(self.space.get("shape") or [])):
+            other = ActionCoding(spec, "regression")
+            raise ValueError(f"this agent outputs {self.describe()} actions but {where} takes {other.describe()}: "
+                             "use an agent trained on that domain's video")
+
     def bin_of(self, actions_BD: torch.Tensor) -> torch.Tensor:
         """(B, D) float actions -> (B, D) int64 bin indices (values outside the bounds go to the edge bins)."""
         low, high = torch.as_tensor(self.low), torch.as_tensor(self.high)
@@ -216,6 +246,7 @@ def fit_action_head(latents_kL: np.ndarray, actions_k: np.ndarray, cfg: ActionHe
         raise ValueError(f"latents have shape {latents_kL.shape}; expected (k, {cfg.latent_dim})")
     if len(actions_k) != len(latents_kL):
         raise ValueError(f"{len(latents_kL)} latents but {len(actions_k)} actions")
+    cfg.coding(space).check_actions(actions_k)
     device = torch.device(device)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -237,8 +268,11 @@ def probe_scores(train_latents: np.ndarray, train_actions: np.ndarray, test_late
 
     ``space`` is a gymnasium space or its JSON dict. Discrete: ``{"probe_accuracy",
     "majority_accuracy"}`` (the baseline predicts the most frequent train action). Box (regression
-    head): ``{"probe_r2", "probe_mse", "mean_mse"}`` (the baseline predicts the train mean). Test
-    actions are read for evaluation only.
+    head): ``{"probe_r2", "probe_mse", "mean_mse", "probe_direction_accuracy",
+    "majority_direction_accuracy"}`` (the baseline predicts the train mean / most frequent
+    direction; a *direction* is the largest-magnitude component of the first ``min(D, 3)`` (the
+    end-effector xyz of an RT-1-style action) and its sign, one of 6 classes). Test actions are read
+    for evaluation only.
     """
     from envs.dataset import space_to_json
 
@@ -255,7 +289,20 @@ def probe_scores(train_latents: np.ndarray, train_actions: np.ndarray, test_late
     test = np.asarray(test_actions, np.float32).reshape(len(test_actions), -1)
     mse = float(((out.numpy() - test) ** 2).mean())
     mean_mse = float(((np.asarray(train_actions).reshape(len(train_actions), -1).mean(0) - test) ** 2).mean())
-    return {"probe_r2": 1 - mse / max(mean_mse, 1e-12), "probe_mse": mse, "mean_mse": mean_mse}
+    train = np.asarray(train_actions, np.float32).reshape(len(train_actions), -1)
+    true_dir, pred_dir = action_direction(test), action_direction(out.numpy())
+    majority = np.bincount(action_direction(train), minlength=6).argmax()
+    return {"probe_r2": 1 - mse / max(mean_mse, 1e-12), "probe_mse": mse, "mean_mse": mean_mse,
+            "probe_direction_accuracy": float((pred_dir == true_dir).mean()),
+            "majority_direction_accuracy": float((true_dir == majority).mean())}
+
+
+def action_direction(actions: np.ndarray) -> np.ndarray:
+    """``(N, D)`` continuous actions -> ``(N,)`` int in [0, 6): ``2 * axis + (component < 0)`` of the
+    largest-magnitude component among the first ``min(D, 3)``."""
+    xyz = np.asarray(actions).reshape(len(actions), -1)[:, :3]
+    axis = np.abs(xyz).argmax(1)
+    return 2 * axis + (xyz[np.arange(len(xyz)), axis] < 0)
 
 
 def head_latents(head_input: str, policy: nn.Module, frames, labels_latents, indices: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -57,50 +57,73 @@ class EvalResult:
 
 
 def rollout(act: ActFn, env, record: bool = False, success_key: str | None = None,
-            desc: str = "evaluate") -> EvalResult:
-    """Play the first episode of every env of a vectorized ``env`` and collect its results.
+            desc: str = "evaluate", episodes: int | Sequence[int] = 1) -> EvalResult:
+    """Play the first ``episodes[i]`` episodes of env ``i`` of a vectorized ``env``; return their results.
+
+    Each env plays a fixed quota whatever its episodes' lengths, so short (e.g. successful) episodes
+    are not over-counted as they would be by stopping at the first N finished episodes.
 
     Args:
         act: policy, ``(n, ...)`` observations -> ``(n,)`` or ``(n, D)`` actions; called on
             unfinished envs only (finished envs are stepped with a zero action, results ignored).
-        env: an SB3 ``VecEnv`` (``step -> obs, rewards, dones, infos``) or a gymnasium vector env
-            (``step -> obs, rewards, terminated, truncated, info``); it is not closed.
-        record: keep env 0's frames (for a GIF).
+        env: an SB3 ``VecEnv`` (``step -> obs, rewards, dones, infos``; resets itself after an
+            episode) or, with ``episodes=1``, a gymnasium vector env (``step -> obs, rewards,
+            terminated, truncated, info``); it is not closed.
+        record: keep env 0's frames of its first episode (for a GIF).
         success_key: info key of a per-step success flag (None: no success rate).
+        episodes: episodes per env (one int for all).
 
-    Level seeds are read from ``env.level_seeds()`` where the env has it (else -1).
+    Results are ordered env by env, each env's episodes in the order played. Level seeds:
+    ``info["layout"]`` at an episode's last step where the env reports it, else
+    ``env.level_seeds()`` at the start (first episodes only), else -1.
+
+    Raises:
+        ValueError: a quota below 1, or several episodes per env of a gymnasium vector env.
     """
     gymnasium_api = hasattr(env, "single_action_space")
     n = env.num_envs
+    quota = np.broadcast_to(np.asarray(episodes, np.int64), (n,)).copy()
+    if (quota < 1).any():
+        raise ValueError(f"episodes per env must be >= 1, got {episodes}")
+    if gymnasium_api and (quota > 1).any():
+        raise ValueError("several episodes per env need an SB3 VecEnv (gymnasium vector envs reset on the next step)")
     space = env.single_action_space if gymnasium_api else env.action_space
-    level_seeds = np.asarray(env.level_seeds()) if hasattr(env, "level_seeds") else np.full(n, -1)
-    returns, lengths = np.zeros(n), np.zeros(n, np.int64)
-    successes = np.zeros(n, bool) if success_key else None
-    active = np.ones(n, bool)
+    start_seeds = np.asarray(env.level_seeds()) if hasattr(env, "level_seeds") else np.full(n, -1)
+    returns, lengths, seeds, success, order = [], [], [], [], []
+    ep_return, ep_length = np.zeros(n), np.zeros(n, np.int64)
+    ep_success = np.zeros(n, bool)
+    played = np.zeros(n, np.int64)
     frames = []
     obs = env.reset()[0] if gymnasium_api else env.reset()
-    with tqdm(total=n, desc=desc, unit="episode") as bar:
-        while active.any():
-            if record and active[0]:
+    with tqdm(total=int(quota.sum()), desc=desc, unit="episode") as bar:
+        while (played < quota).any():
+            active = played < quota
+            if record and played[0] == 0:
                 frames.append(np.asarray(obs[0]).copy())
             actions = np.zeros((n,) + space.shape, space.dtype)
             actions[active] = act(obs[active])
             if gymnasium_api:
                 obs, rew, term, trunc, info = env.step(actions)
                 done = np.asarray(term) | np.asarray(trunc)
-                if success_key and success_key in info:
-                    flag = np.asarray(info[success_key], bool) & np.asarray(info.get("_" + success_key, True), bool)
-                    successes |= active & flag
+                infos = [{k: v[i] for k, v in info.items() if not k.startswith("_")} for i in range(n)]
             else:
                 obs, rew, done, infos = env.step(actions)
-                if success_key:
-                    successes |= active & np.array([bool(i.get(success_key, False)) for i in infos])
-            returns[active] += np.asarray(rew)[active]
-            lengths[active] += 1
-            finished = active & np.asarray(done, bool)
-            active &= ~finished
-            bar.update(int(finished.sum()))
-    return EvalResult(returns, lengths, level_seeds, successes, frames)
+            if success_key:
+                ep_success |= np.array([bool(i.get(success_key, False)) for i in infos])
+            ep_return += np.asarray(rew)
+            ep_length += 1
+            for i in np.flatnonzero(active & np.asarray(done, bool)):
+                returns.append(ep_return[i])
+                lengths.append(ep_length[i])
+                success.append(ep_success[i])
+                seeds.append(int(infos[i].get("layout", start_seeds[i] if played[i] == 0 else -1)))
+                order.append((i, played[i]))
+                played[i] += 1
+                ep_return[i], ep_length[i], ep_success[i] = 0.0, 0, False
+                bar.update(1)
+    idx = sorted(range(len(order)), key=order.__getitem__)  # env by env, episodes in order
+    return EvalResult(np.asarray(returns)[idx], np.asarray(lengths, np.int64)[idx], np.asarray(seeds, np.int64)[idx],
+                      np.asarray(success, bool)[idx] if success_key else None, frames)
 
 
 def evaluate(act: ActFn, env_name: str = "coinrun", num_episodes: int = 100,
@@ -129,6 +152,39 @@ def evaluate(act: ActFn, env_name: str = "coinrun", num_episodes: int = 100,
         return rollout(act, env, record=record, desc=desc)
     finally:
         env.close()
+
+
+def evaluate_metaworld(act: ActFn, tasks: Sequence[str], episodes: int = 50, num_envs: int = 2,
+                       layout_start: int | None = None, record: bool = False, desc: str = "evaluate",
+                       **env_kwargs) -> dict[str, EvalResult]:
+    """Meta-World success rates: per task, ``episodes`` layouts from the evaluation range
+    (default :data:`envs.metaworld.EVAL_LAYOUT_START`, never in training video), each played once,
+    ``num_envs`` worker processes. Every agent evaluated with the same arguments plays the same
+    layouts. ``env_kwargs`` (camera, size, max_steps, success_hold) go to
+    :class:`envs.metaworld.MetaWorldEnv`; they must match the training video's.
+
+    Returns:
+        task -> :class:`EvalResult` with ``successes`` and ``level_seeds`` = layout ids.
+
+    Raises:
+        ValueError: an unknown task or camera, ``episodes < 1``.
+    """
+    from envs.metaworld import EVAL_LAYOUT_START, layout_quotas, make_vec_env
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    start = EVAL_LAYOUT_START if layout_start is None else layout_start
+    layouts = list(range(start, start + episodes))
+    out = {}
+    for i, task in enumerate(tasks):
+        n = min(num_envs, episodes)
+        env = make_vec_env(task, layouts, n, **env_kwargs)
+        try:
+            out[task] = rollout(act, env, record=record and i == 0, success_key="success", desc=f"{desc} {task}",
+                                episodes=layout_quotas(episodes, n))
+        finally:
+            env.close()
+    return out
 
 
 def random_act(space, seed: int = 0) -> ActFn:

@@ -145,6 +145,8 @@ def fit_network(model: nn.Module, fetch, indices: np.ndarray, targets: np.ndarra
 
     if not (loss == "mse" or isinstance(loss, ActionCoding)):
         raise ValueError(f"loss {loss!r}: choose 'mse' or an ActionCoding")
+    if isinstance(loss, ActionCoding):
+        loss.check_actions(targets)
     if len(indices) != len(targets) or len(indices) == 0:
         raise ValueError(f"need matching, non-empty indices and targets, got {len(indices)} and {len(targets)}")
     device = next(model.parameters()).device

@@ -66,15 +66,22 @@ def pool_hash(indices: np.ndarray) -> str:
 
 
 def collect(cfg, reuse: bool = True) -> EpisodeDataset:
-    """Record demonstrator video (:func:`envs.collect.collect`). Reuse rule: ``cfg.out`` holds a
+    """Record demonstrator video: Procgen (:class:`envs.collect.CollectConfig`) or Meta-World's
+    scripted experts (:class:`envs.metaworld.MetaWorldCollectConfig`). Reuse rule: ``cfg.out`` holds a
     dataset collected with the same settings and demonstrator weights (``meta.json["collect_config"]``);
     a collected dataset of other settings is replaced once the new one is complete.
 
     Raises:
         FileExistsError: ``cfg.out`` holds a dataset that ``collect`` did not make.
     """
-    from envs.collect import collect as run_collect
-    from envs.collect import collect_record
+    from envs.metaworld import MetaWorldCollectConfig
+
+    if isinstance(cfg, MetaWorldCollectConfig):
+        from envs.metaworld import collect as run_collect
+        from envs.metaworld import collect_record
+    else:
+        from envs.collect import collect as run_collect
+        from envs.collect import collect_record
 
     meta = Path(cfg.out) / "meta.json"
     recorded = json.loads(meta.read_text()).get("collect_config") if meta.is_file() else None
@@ -87,19 +94,24 @@ def collect(cfg, reuse: bool = True) -> EpisodeDataset:
 
 
 def train_lam(dataset: EpisodeDataset, out: Path, model_cfg: LAMConfig, train_cfg: LAMTrainConfig,
-              log_dir: Path | None = None, reuse: bool = True) -> tuple[LatentActionModel, dict]:
-    """Train the LAM on the dataset's frames (:func:`lapo.lam.train_lam`). Reuse rule: ``out`` holds a
-    LAM checkpoint with the same architecture, optimization and dataset. Returns ``(lam, val metrics)``."""
+              log_dir: Path | None = None, reuse: bool = True, labeled: LabeledSubset | None = None,
+              head_cfg: ActionHeadConfig | None = None) -> tuple[LatentActionModel, dict]:
+    """Train the LAM on the dataset's frames (:func:`lapo.lam.train_lam`; with ``labeled``, jointly
+    with an action decoder of ``head_cfg`` on those transitions: CLAM). Reuse rule: ``out`` holds a
+    LAM checkpoint with the same architecture, optimization, dataset (and labeled transitions).
+    Returns ``(lam, val metrics)``."""
     from lapo.lam import lam_record
     from lapo.lam import train_lam as run
 
-    record = lam_record(dataset, model_cfg, train_cfg)
+    if labeled is not None:
+        head_cfg = dataclasses.replace(head_cfg or ActionHeadConfig(), latent_dim=model_cfg.latent_dim)
+    record = lam_record(dataset, model_cfg, train_cfg, labeled, head_cfg)
     if reuse and train_cfg.resume == "auto" and _stored_record(Path(out), "config.json") == record:
         lam = LatentActionModel.from_pretrained(out, train_cfg.device)
         return lam, lam.pretrained_meta.get("val_metrics", {})
     if not reuse:
         train_cfg = dataclasses.replace(train_cfg, resume="never")
-    return run(dataset.path, out, model_cfg, train_cfg, log_dir=log_dir)
+    return run(dataset.path, out, model_cfg, train_cfg, log_dir=log_dir, labeled=labeled, head_cfg=head_cfg)
 
 
 def label(lam_dir: Path, dataset: EpisodeDataset, out: Path, reuse: bool = True, device: str = "auto"):
@@ -194,7 +206,8 @@ def fit_head(policy: Policy, dataset: EpisodeDataset, labels, subset: LabeledSub
 
 def evaluate(act, env_name: str, episodes: int, distribution_mode: str = "easy", seed: int = 0,
              record: bool = False, desc: str = "evaluate"):
-    """Returns on unseen Procgen levels (:func:`lapo.evaluate.evaluate`); always recomputed."""
+    """Returns on unseen Procgen levels (:func:`lapo.evaluate.evaluate`); always recomputed. For
+    Meta-World tasks see :func:`lapo.evaluate.evaluate_metaworld`."""
     from lapo.evaluate import evaluate as run
 
     return run(act, env_name, episodes, distribution_mode, seed=seed, record=record, desc=desc)

@@ -138,10 +138,22 @@ class VectorQuantizerEMA(nn.Module):
         return z_q, codes, loss, stats
 
 
+class Continuous(FSQ):
+    """No bottleneck: the bounded latent passes unchanged (continuous latent actions, as in CLAM,
+    Liang et al. 2025). ``codes`` are FSQ's bins of the latent, for diagnostics only (perplexity,
+    code-vs-action tables); nothing is rounded."""
+
+    def forward(self, z_BL: torch.Tensor):
+        _, codes, aux, stats = super().forward(z_BL.detach())
+        return z_BL, codes, aux, stats
+
+
 def build_quantizer(kind: str, latent_dim: int, levels: int, groups: int, codebook_size: int) -> nn.Module:
-    """``"fsq"`` or ``"vq"``. Raises ``ValueError`` for any other kind."""
+    """``"fsq"``, ``"vq"`` or ``"none"`` (:class:`Continuous`). Raises ``ValueError`` for any other kind."""
     if kind == "fsq":
         return FSQ(latent_dim, levels, groups)
+    if kind == "none":
+        return Continuous(latent_dim, levels, groups)
     if kind == "vq":
         return VectorQuantizerEMA(latent_dim, codebook_size, groups)
-    raise ValueError(f"unknown quantizer {kind!r}; choose 'fsq' or 'vq'")
+    raise ValueError(f"unknown quantizer {kind!r}; choose 'fsq', 'vq' or 'none'")

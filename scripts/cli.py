@@ -2,6 +2,7 @@
 
     lapo NAME [flags]          run a stage, e.g. ``lapo label --checkpoint runs/lam --input clip.mp4``
     lapo NAME --help           its flags
+    lapo NAME --domain metaworld [flags]   the Meta-World variant (collect, quickstart, benchmark)
     lapo --debug NAME [flags]  the same, with the full traceback of an error
 
 Only the chosen stage's module is imported, so ``lapo label`` on a video never loads Procgen or
@@ -43,6 +44,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 """Subcommands. References are ``module:attribute`` strings, imported only when the command runs."""
 
+DOMAINS: dict[str, dict[str, tuple[str, str]]] = {
+    # `lapo NAME --domain DOMAIN ...`: (config class, preset dict or default instance; main)
+    "collect": {"metaworld": ("envs.metaworld:MetaWorldCollectConfig", "scripts.collect:main_metaworld")},
+    "quickstart": {"metaworld": ("lapo.benchmark_metaworld:QUICKSTART", "scripts.quickstart:main_metaworld")},
+    "benchmark": {"metaworld": ("lapo.benchmark_metaworld:MetaWorldBenchmarkConfig", "scripts.benchmark:main_metaworld")},
+}
+"""Commands with more than the default domain (``procgen``), chosen by ``--domain``."""
+
 
 def resolve(ref: str) -> Any:
     """Import ``module:attribute`` and return the attribute."""
@@ -59,15 +68,43 @@ def usage(exit_code: int) -> None:
     raise SystemExit(exit_code)
 
 
+def pop_domain(name: str, args: list[str]) -> tuple[str, list[str]]:
+    """Remove ``--domain D`` / ``--domain=D`` from ``args``; returns ``(D or "procgen", rest)``.
+
+    Raises:
+        ValueError: a domain command ``name`` does not have (names the choices).
+    """
+    domain, rest, i = "procgen", [], 0
+    while i < len(args):
+        if args[i] == "--domain" and i + 1 < len(args):
+            domain, i = args[i + 1], i + 2
+            continue
+        if args[i].startswith("--domain="):
+            domain = args[i].split("=", 1)[1]
+        else:
+            rest.append(args[i])
+        i += 1
+    choices = ["procgen", *DOMAINS.get(name, {})]
+    if domain not in choices:
+        raise ValueError(f"lapo {name} has no domain {domain!r}; choose one of {', '.join(choices)}")
+    return domain, rest
+
+
 def run(name: str, args: list[str]) -> Any:
-    """Parse ``args`` for command ``name`` with tyro and call its stage."""
+    """Parse ``args`` for command ``name`` (and its ``--domain``) with tyro and call its stage."""
     config_ref, main_ref, doc = COMMANDS[name]
+    domain, args = pop_domain(name, args)
+    if domain != "procgen":
+        config_ref, main_ref = DOMAINS[name][domain]
+        doc = f"{doc} ({domain})"
     config, fn = resolve(config_ref), resolve(main_ref)
     with config_errors_propagate():
         if isinstance(config, dict):  # named presets: `lapo NAME PRESET [overrides]`
             cfg = tyro.extras.overridable_config_cli(config, args=args, prog=f"lapo {name}", description=doc)
-        else:
+        elif isinstance(config, type):
             cfg = tyro.cli(config, args=args, prog=f"lapo {name}", description=doc)
+        else:  # a default instance
+            cfg = tyro.cli(type(config), default=config, args=args, prog=f"lapo {name}", description=doc)
     return fn(cfg)
 
 

@@ -13,7 +13,7 @@ import torch
 
 from envs.dataset import EpisodeDataset
 from envs.procgen import N_ACTIONS
-from lapo.benchmark import (METHODS, TRAINED, BenchmarkConfig, GameRun, aggregate, cell_path, cells_of, paper_preset,
+from lapo.benchmark import (METHODS, OPTIONAL, TRAINED, BenchmarkConfig, GameRun, aggregate, cell_path, cells_of, paper_preset,
                             run_benchmark)
 from lapo.decoder import ActionHeadConfig
 from lapo.lam import LAMConfig, LAMTrainConfig, LatentActionModel
@@ -109,7 +109,7 @@ def test_other_settings_in_the_same_run_dir_are_refused(clean_run):
 
 
 def test_every_method_of_the_sweep_is_a_registry_entry():
-    assert set(TRAINED) | {"random", "demonstrator"} == set(METHODS)
+    assert set(TRAINED) | set(OPTIONAL) | {"random", "demonstrator"} == set(METHODS)
     assert all(callable(f) for f in METHODS.values())
 
 

@@ -76,7 +76,7 @@ def test_missing_or_wrong_checkpoint_names_the_problem(tmp_path, square_dataset)
 @pytest.mark.parametrize("kwargs, match", [
     ({"latent_dim": 5, "groups": 2}, "divisible by groups"),
     ({"fdm_size": 48}, "fdm_size 48"),
-    ({"quantizer": "rvq"}, "'fsq' or 'vq'"),
+    ({"quantizer": "rvq"}, "'fsq', 'vq' or 'none'"),
 ])
 def test_bad_config_names_the_value(kwargs, match):
     with pytest.raises(ValueError, match=match):

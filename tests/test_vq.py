@@ -40,5 +40,5 @@ def test_vq_restarts_dead_codes_instead_of_collapsing():
 
 
 def test_unknown_quantizer_names_the_choices():
-    with pytest.raises(ValueError, match="'fsq' or 'vq'"):
+    with pytest.raises(ValueError, match="'fsq', 'vq' or 'none'"):
         build_quantizer("rvq", 8, 5, 2, 64)
