@@ -117,8 +117,8 @@ class MetaWorldEnv(gym.Env):
         success_hold: steps an episode goes on after the first success (then terminated).
         layouts: layout ids that successive resets play in order (cycled); ``reset(options=
             {"layout": i})`` plays ``i`` instead. Default: ``range(EVAL_LAYOUT_START, +1000)``.
-        fast_render: shadows, reflections and multisampling off, meshes simplified for drawing
-            (:func:`simplify_meshes`).
+        fast_render: shadows, reflections and multisampling off, and meshes simplified for drawing
+            with ``mesh_cell`` (:func:`simplify_meshes`; 0 = not simplified).
 
     ``info`` of every step: ``success`` (bool, this step), ``layout`` (int), ``task`` (str).
     :attr:`state` is Meta-World's 39-d state vector (goal included) for the scripted expert.
@@ -130,7 +130,8 @@ class MetaWorldEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, task: str = "reach-v3", camera: str = DEFAULT_CAMERA, size: int = 64, max_steps: int = 150,
-                 success_hold: int = 5, layouts: Sequence[int] | None = None, fast_render: bool = True):
+                 success_hold: int = 5, layouts: Sequence[int] | None = None, fast_render: bool = True,
+                 mesh_cell: float = MESH_CELL):
         check_task(task)
         check_camera(camera)
         if size < 8 or max_steps < 1 or success_hold < 0:
@@ -149,7 +150,8 @@ class MetaWorldEnv(gym.Env):
             env.model.light_castshadow[:] = 0
             env.model.mat_reflectance[:] = 0
             env.model.vis.quality.offsamples = 0
-            simplify_meshes(env.model, MESH_CELL)
+            if mesh_cell > 0:
+                simplify_meshes(env.model, mesh_cell)
         self._env = env
         self.task, self.camera, self.size = task, camera, size
         self.max_steps, self.success_hold = max_steps, success_hold

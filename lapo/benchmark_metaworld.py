@@ -18,8 +18,8 @@ video, labeled episodes and evaluation layouts (``eval_episodes`` per task, ids 
 
 BC-type baselines decode actions with ``head.continuous`` (RT-1 bins by default) and every BC stage
 on the whole video (oracle, IDM pseudo-labels, latent) and on the k episodes trains for the same
-``policy_train`` budget. ``ours`` names the latent row chosen on one development task before the
-rest ran (README); every row is reported.
+``policy_train`` budget. ``ours`` names the latent row the targets are checked on: ``ours_bins``
+(RT-1's decoding), fixed before any Meta-World result; every row is reported.
 
 Cells are JSON files under ``run_dir/cells/metaworld/METHOD/k{K}|all/seed{S}.json`` (a rerun skips
 finished cells; shared stages are reused), as in :mod:`lapo.benchmark`.
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.metaworld import DEFAULT_CAMERA, DEFAULT_TASKS, EVAL_LAYOUT_START
+from envs.metaworld import EVAL_LAYOUT_START, MetaWorldCollectConfig
 from lapo.benchmark import METHOD_NAMES, GameRun, cell_path, check_run_dir, hardware
 from lapo.decoder import ActionHeadConfig
 from lapo.lam import LAMConfig, LAMTrainConfig
@@ -56,8 +56,10 @@ SEED_LAYOUT_STRIDE = 100_000
 class MetaWorldBenchmarkConfig:
     """``lapo benchmark --domain metaworld``: the sweep and every budget (sized for a 2-core CPU)."""
 
-    tasks: tuple[str, ...] = DEFAULT_TASKS
-    """Tasks of the video and of the evaluation."""
+    video: MetaWorldCollectConfig = field(default_factory=lambda: MetaWorldCollectConfig(out=Path("dataset")))
+    """The multi-task video (tasks, episodes per task, expert noise, camera, frame size, step limit);
+    the evaluation uses the same tasks, camera, size and step limit. ``out`` is ignored (the
+    dataset lives in ``run_dir/metaworld/dataset``)."""
     ks: tuple[int, ...] = (5,)
     """Labeled episodes per task."""
     seeds: tuple[int, ...] = (0,)
@@ -65,21 +67,9 @@ class MetaWorldBenchmarkConfig:
     methods: tuple[str, ...] = MW_METHODS
     """Methods besides ``random`` (always run)."""
     ours: str = "ours_bins"
-    """The latent row the targets name "ours" (chosen on a development task; every row is reported)."""
+    """The latent row the targets name "ours" (every row is reported)."""
     run_dir: Path = Path("runs/benchmark_metaworld")
     """Cells, shared checkpoints, results.json and results.md."""
-    episodes_per_task: int = 100
-    """Video episodes per task (training layouts)."""
-    noise: float = 0.1
-    """Std of the experts' action noise."""
-    camera: str = DEFAULT_CAMERA
-    """Camera of video and evaluation."""
-    size: int = 64
-    """Frame size."""
-    max_steps: int = 150
-    """Episode step limit."""
-    success_hold: int = 5
-    """Steps an episode continues after its first success."""
     eval_episodes: int = 50
     """Evaluation layouts per task and seed (unseen)."""
     num_envs: int = 2
@@ -112,23 +102,27 @@ class MetaWorldBenchmarkConfig:
     """Run nothing; aggregate finished cells."""
 
     def __post_init__(self):
-        from envs.metaworld import check_camera, check_task
         from lapo.benchmark import METHODS
 
-        self.tasks, self.ks, self.seeds, self.methods = (tuple(self.tasks), tuple(self.ks), tuple(self.seeds),
-                                                         tuple(self.methods))
-        for task in self.tasks:
-            check_task(task)
-        check_camera(self.camera)
-        if not self.tasks or not self.seeds or not self.ks:
-            raise ValueError("need at least one task, k and seed")
+        self.ks, self.seeds, self.methods = tuple(self.ks), tuple(self.seeds), tuple(self.methods)
+        if not self.seeds or not self.ks:
+            raise ValueError("need at least one k and seed")
         bad = [m for m in self.methods if m not in METHODS or m in ("random", "demonstrator", "ours")]
         if bad:
             raise ValueError(f"unknown methods {bad}; choose from {list(MW_METHODS)}")
         if self.ours not in self.methods:
             raise ValueError(f"ours={self.ours!r} is not among methods {self.methods}")
-        if any(k < 1 or k > self.episodes_per_task for k in self.ks):
-            raise ValueError(f"every k must be in [1, episodes_per_task={self.episodes_per_task}], got {self.ks}")
+        if any(k < 1 or k > self.video.episodes_per_task for k in self.ks):
+            raise ValueError(f"every k must be in [1, episodes_per_task={self.video.episodes_per_task}], got {self.ks}")
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.video.tasks)
+
+    def env_kwargs(self) -> dict:
+        """The video's camera, frame size and episode rules, for evaluation envs."""
+        v = self.video
+        return dict(camera=v.camera, size=v.size, max_steps=v.max_steps, success_hold=v.success_hold)
         if self.eval_episodes < 2:
             raise ValueError(f"eval_episodes must be >= 2 for a confidence interval, got {self.eval_episodes}")
 
@@ -139,15 +133,11 @@ class TaskMixRun(GameRun):
 
     def __init__(self, cfg: MetaWorldBenchmarkConfig):
         from envs.dataset import space_to_json
-        from envs.metaworld import MetaWorldCollectConfig
         from lapo import stages
 
         self.cfg, self.game = cfg, GAME
         self.dir = Path(cfg.run_dir) / GAME
-        self.ds = stages.collect(MetaWorldCollectConfig(
-            out=self.dir / "dataset", tasks=cfg.tasks, episodes_per_task=cfg.episodes_per_task, noise=cfg.noise,
-            camera=cfg.camera, size=cfg.size, max_steps=cfg.max_steps, success_hold=cfg.success_hold,
-            workers=cfg.num_envs))
+        self.ds = stages.collect(dataclasses.replace(cfg.video, out=self.dir / "dataset", workers=cfg.num_envs))
         self.coding = cfg.head.coding(space_to_json(self.ds.action_space))
         self.train_t, test_t = self.ds.episode_split(cfg.probe_fraction, seed=0)
         self.test_t = test_t[np.linspace(0, len(test_t) - 1, min(len(test_t), cfg.probe_max)).astype(int)]
@@ -164,8 +154,7 @@ class TaskMixRun(GameRun):
 
         cfg = self.cfg
         res = evaluate_metaworld(act, cfg.tasks, cfg.eval_episodes, cfg.num_envs,
-                                 EVAL_LAYOUT_START + seed * SEED_LAYOUT_STRIDE, desc=desc, camera=cfg.camera,
-                                 size=cfg.size, max_steps=cfg.max_steps, success_hold=cfg.success_hold)
+                                 EVAL_LAYOUT_START + seed * SEED_LAYOUT_STRIDE, desc=desc, **cfg.env_kwargs())
         tasks = {task: {"successes": r.successes.astype(int).tolist(), "returns": r.returns.tolist(),
                         "lengths": r.lengths.tolist(), "layouts": r.level_seeds.tolist()} for task, r in res.items()}
         rate = float(np.mean([np.mean(t["successes"]) for t in tasks.values()]))
@@ -196,8 +185,8 @@ def run_metaworld_benchmark(cfg: MetaWorldBenchmarkConfig) -> dict:
     t_start = time.perf_counter()
     todo = [c for c in cells_of(cfg) if not cell_path(run, GAME, *c).is_file()]
     print(f"{GAME}: {len(todo)} of {len(list(cells_of(cfg)))} cells to run")
+    mix = None if cfg.report_only and not (run / GAME / "dataset").is_dir() else TaskMixRun(cfg)
     if todo and not cfg.report_only:
-        mix = TaskMixRun(cfg)
         for method, k, seed in todo:
             cell = mix.run_cell(method, k, seed)
             atomic_write_text(cell_path(run, GAME, method, k, seed), json.dumps(cell))
@@ -206,6 +195,10 @@ def run_metaworld_benchmark(cfg: MetaWorldBenchmarkConfig) -> dict:
     paths = [cell_path(run, GAME, *c) for c in cells_of(cfg)]
     missing = [str(p.relative_to(run)) for p in paths if not p.is_file()]
     results = aggregate([json.loads(p.read_text()) for p in paths if p.is_file()], cfg)
+    if mix is not None:  # k counts episodes per task; how many transitions that is
+        results["labeled_transitions"] = {f"k{k}_seed{s}": len(mix.subset(k, s).indices)
+                                          for k in cfg.ks for s in cfg.seeds}
+        results["expert_success_per_task"] = mix.ds.meta.get("success_rate_per_task")
     results.update(missing_cells=missing, wall_seconds_this_call=round(time.perf_counter() - t_start, 1),
                    hardware=hardware(), config=json.loads(json.dumps(dataclasses.asdict(cfg), default=str)))
     atomic_write_text(run / "results.json", json.dumps(results, indent=2))
@@ -301,8 +294,11 @@ def format_results(results: dict) -> str:
         avg = r["average"]
         acc = ("—" if r["probe_accuracy"] is None else f"{r['probe_accuracy']:.2f}") + " / " + (
             "—" if r["action_accuracy"] is None else f"{r['action_accuracy']:.2f}")
-        lines.append(f"| {METHOD_NAMES.get(r['method'], r['method'])} | {'all' if r['k'] is None else r['k']} | "
+        lines.append(f"| {METHOD_NAMES.get(r['method'], r['method'])} | {('—' if r['method'] == 'random' else 'all') if r['k'] is None else r['k']} | "
                      + " | ".join(cells) + f" | **{avg['success_rate']:.2f}** [{avg['ci95'][0]:.2f}, {avg['ci95'][1]:.2f}] | {acc} |")
+    if results.get("labeled_transitions"):
+        lines += ["", "labeled transitions (k episodes per task, all tasks): " + ", ".join(
+            f"{key} = {n}" for key, n in results["labeled_transitions"].items())]
     for k, t in results["targets"].items():
         lines += ["", f"targets at {k} (tasks where oracle BC >= 0.5: {', '.join(x.removesuffix('-v3') for x in t['tasks_oracle_ge_0.5'])}): "
                   f"{t['ours']} {t['ours_success']:.2f} vs oracle {t['oracle_success']:.2f} (ratio {t['ratio']:.2f}, "
@@ -334,8 +330,7 @@ def record_agent_gif(cfg: MetaWorldBenchmarkConfig, path: Path, method: str | No
     torch.manual_seed(seed)
     for task in cfg.tasks:
         res = evaluate_metaworld(act, [task], 1, 1, EVAL_LAYOUT_START + seed * SEED_LAYOUT_STRIDE, record=True,
-                                 desc=f"gif {task}", camera=cfg.camera, size=cfg.size, max_steps=cfg.max_steps,
-                                 success_hold=cfg.success_hold)[task]
+                                 desc=f"gif {task}", **cfg.env_kwargs())[task]
         frames += res.frames
         label = f"{task.removesuffix('-v3')} {'success' if res.successes[0] else 'fail'}"
         captions += [label] * len(res.frames)
@@ -344,9 +339,9 @@ def record_agent_gif(cfg: MetaWorldBenchmarkConfig, path: Path, method: str | No
 
 QUICKSTART = MetaWorldBenchmarkConfig(
     run_dir=Path("runs/quickstart_metaworld"), methods=("bc", "ours_bins", "ours_regression"),
-    episodes_per_task=40, eval_episodes=10,
-    lam_train=LAMTrainConfig(steps=1500, probe_k=0), policy_train=PolicyTrainConfig(steps=1500),
-    bc_train=PolicyTrainConfig(steps=1500))
+    video=MetaWorldCollectConfig(out=Path("dataset"), episodes_per_task=40), eval_episodes=10,
+    lam_train=LAMTrainConfig(steps=1000, probe_k=0), policy_train=PolicyTrainConfig(steps=1000),
+    bc_train=PolicyTrainConfig(steps=1000))
 """``lapo quickstart --domain metaworld``: 5 tasks × 40 episodes of video, k = 5 labeled episodes
 per task, BC-on-k beside the latent policy with both heads, 10 unseen layouts per task (the
 benchmark's targets use 50); sized for <= 20 minutes on 2 CPU cores."""

@@ -327,13 +327,15 @@ def lam_record(ds, model_cfg: LAMConfig, train_cfg: LAMTrainConfig, labeled=None
     checkpoint, compared on resume and by the stage graph's reuse rule."""
     from lapo.training import run_record
 
-    extra = {}
-    if labeled is not None:
-        import hashlib
+    if labeled is None:  # frames only: the joint-action fields do not matter (older records stay valid)
+        record = run_record(model_cfg, train_cfg, dataset=ds.fingerprint())
+        for name in ("action_weight", "action_batch"):
+            record["train"].pop(name)
+        return record
+    import hashlib
 
-        extra = {"labeled": hashlib.sha256(np.ascontiguousarray(labeled.indices, np.int64).tobytes()).hexdigest()[:16],
-                 "action_head": head_cfg}
-    return run_record(model_cfg, train_cfg, dataset=ds.fingerprint(), **extra)
+    return run_record(model_cfg, train_cfg, dataset=ds.fingerprint(), action_head=head_cfg,
+                      labeled=hashlib.sha256(np.ascontiguousarray(labeled.indices, np.int64).tobytes()).hexdigest()[:16])
 
 
 def train_lam(dataset_dir, out_dir, model_cfg: LAMConfig | None = None,

@@ -44,11 +44,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 """Subcommands. References are ``module:attribute`` strings, imported only when the command runs."""
 
-DOMAINS: dict[str, dict[str, tuple[str, str]]] = {
-    # `lapo NAME --domain DOMAIN ...`: (config class, preset dict or default instance; main)
-    "collect": {"metaworld": ("envs.metaworld:MetaWorldCollectConfig", "scripts.collect:main_metaworld")},
-    "quickstart": {"metaworld": ("lapo.benchmark_metaworld:QUICKSTART", "scripts.quickstart:main_metaworld")},
-    "benchmark": {"metaworld": ("lapo.benchmark_metaworld:MetaWorldBenchmarkConfig", "scripts.benchmark:main_metaworld")},
+DOMAINS: dict[str, dict[str, tuple[str, str, str]]] = {
+    # `lapo NAME --domain DOMAIN ...`: (config class or default instance, main, description)
+    "collect": {"metaworld": ("envs.metaworld:MetaWorldCollectConfig", "scripts.collect:main_metaworld",
+                              "scripted-expert video of Meta-World tasks")},
+    "quickstart": {"metaworld": ("lapo.benchmark_metaworld:QUICKSTART", "scripts.quickstart:main_metaworld",
+                                 "the whole pipeline on 5 Meta-World tasks (CPU preset)")},
+    "benchmark": {"metaworld": ("lapo.benchmark_metaworld:MetaWorldBenchmarkConfig", "scripts.benchmark:main_metaworld",
+                                "success rates of every method on Meta-World tasks")},
 }
 """Commands with more than the default domain (``procgen``), chosen by ``--domain``."""
 
@@ -95,8 +98,7 @@ def run(name: str, args: list[str]) -> Any:
     config_ref, main_ref, doc = COMMANDS[name]
     domain, args = pop_domain(name, args)
     if domain != "procgen":
-        config_ref, main_ref = DOMAINS[name][domain]
-        doc = f"{doc} ({domain})"
+        config_ref, main_ref, doc = DOMAINS[name][domain]
     config, fn = resolve(config_ref), resolve(main_ref)
     with config_errors_propagate():
         if isinstance(config, dict):  # named presets: `lapo NAME PRESET [overrides]`

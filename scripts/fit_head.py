@@ -1,7 +1,7 @@
 """``lapo fit-head``: fit the k-shot action head and save head ∘ latent policy as an agent.
 
     lapo fit-head --policy runs/policy --dataset data/coinrun --k 256 --out runs/agent
-    lapo fit-head --policy runs/policy --dataset data/metaworld --k 10 --unit episode --head.continuous bins
+    lapo fit-head --policy runs/policy --dataset data/metaworld --k 5 --unit episode --per-task --head.continuous bins
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ class Args:
     """Labeled transitions (or episodes with ``--unit episode``)."""
     unit: str = "transition"
     """What k counts: ``transition`` or ``episode`` (every transition of k labeled episodes)."""
+    per_task: bool = False
+    """Draw k of them from each task of a multi-task dataset (``task_ids.npy``)."""
     seed: int = 0
     """Seed of the labeled-subset draw and the head's init."""
     out: Path = Path("runs/agent")
@@ -51,7 +53,7 @@ def main(args: Args) -> None:
     ds = EpisodeDataset(args.dataset)
     labels = Labels(args.labels or args.dataset / "labels") if args.head_input == "idm" else None
     policy = Policy.from_pretrained(args.policy, args.device)
-    subset = ds.labeled_subset(args.k, args.seed, unit=args.unit)
+    subset = ds.labeled_subset(args.k, args.seed, unit=args.unit, per_task=args.per_task)
     stages.fit_head(policy, ds, labels, subset, args.head, args.head_input, args.seed, out=args.out)
     print(f"wrote {args.out}")
 
