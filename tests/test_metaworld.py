@@ -168,3 +168,50 @@ def test_clam_decoder_is_trained_jointly_and_saved(velocity_dataset, tmp_path):
         return 1 - ((p - truth) ** 2).mean() / ((truth - truth.mean(0)) ** 2).mean()
 
     assert r2(pred) > 0.4 and r2(base) < 0.1  # measured: 0.64 (held out) vs < 0
+
+
+def test_benchmark_end_to_end_tiny(tmp_path):
+    """The Meta-World sweep at toy budgets: every cell runs, one layout block per seed for all
+    methods, k counts episodes per task, the report has a row per method and the targets block."""
+    from envs.metaworld import MetaWorldCollectConfig
+    from lapo.benchmark_metaworld import MetaWorldBenchmarkConfig, run_metaworld_benchmark
+    from lapo.lam import LAMConfig, LAMTrainConfig
+    from lapo.policy import PolicyConfig, PolicyTrainConfig
+
+    tiny_lam = dict(idm_channels=(8, 16, 16), idm_hidden=32, widths=(8, 16, 16), latent_dim=4)
+    steps = PolicyTrainConfig(steps=5, batch_size=8)
+    cfg = MetaWorldBenchmarkConfig(
+        video=MetaWorldCollectConfig(tasks=("button-press-topdown-v3",), episodes_per_task=4, max_steps=20),
+        ks=(1,), methods=("oracle_bc", "bc", "ours_bins", "clam"), run_dir=tmp_path / "bench", eval_episodes=2,
+        lam=LAMConfig(**tiny_lam), clam_lam=LAMConfig(**tiny_lam, quantizer="none"),
+        lam_train=LAMTrainConfig(steps=5, batch_size=8, probe_k=0, eval_every=5), policy=PolicyConfig(channels=(8, 16, 16), hidden=32),
+        policy_train=steps, bc_train=steps, idm_train=steps, threads=1)
+    results = run_metaworld_benchmark(cfg)
+    assert not results["missing_cells"]
+    assert [r["method"] for r in results["rows"]] == ["random", "oracle_bc", "bc", "ours_bins", "clam"]
+    assert all(r["episodes_per_task"] == 2 for r in results["rows"])
+    episodes = results["labeled_transitions"]["k1_seed0"]
+    assert 2 <= episodes <= 20  # one labeled episode of the only task
+    assert (tmp_path / "bench" / "results.md").read_text().count("\n|") >= 6
+
+
+def test_targets_use_paired_differences_on_the_same_layouts():
+    from lapo.benchmark_metaworld import MetaWorldBenchmarkConfig, aggregate
+
+    cfg = MetaWorldBenchmarkConfig(methods=("oracle_bc", "bc", "ours_bins"))
+    tasks = cfg.tasks
+
+    def cell(method, k, rates):
+        return {"method": method, "k": k, "seed": 0, "level_seeds": list(range(10 * len(tasks))),
+                "probe_accuracy": None, "action_accuracy": None, "train_seconds": 0, "eval_seconds": 0,
+                "tasks": {t: {"successes": [1] * int(10 * r) + [0] * (10 - int(10 * r))} for t, r in zip(tasks, rates)}}
+
+    cells = [cell("random", None, [0] * 5), cell("oracle_bc", None, [1, 1, 0.8, 0.6, 0.2]),
+             cell("bc", 5, [0.3] * 5), cell("ours_bins", 5, [0.9, 0.9, 0.8, 0.6, 0.0])]
+    t = aggregate(cells, cfg)["targets"]["k5"]
+    assert t["tasks_oracle_ge_0.5"] == list(tasks[:4])  # pick-place (0.2) is left out
+    assert abs(t["ratio"] - 0.8 / 0.85) < 1e-9 and t["ours_ge_0.8_oracle"]
+    assert t["ours_minus_bc"]["ours_above"] and abs(t["ours_minus_bc"]["mean"] - 0.5) < 1e-9
+    cells[-1]["level_seeds"] = cells[-1]["level_seeds"][::-1]
+    with pytest.raises(ValueError, match="other layouts"):
+        aggregate(cells, cfg)
