@@ -65,7 +65,7 @@ METHOD_NAMES = {"random": "random", "demonstrator": "demonstrator", "oracle_bc":
                 "ours_bins": "latent policy + k-shot head (RT-1 bins)",
                 "ours_regression": "latent policy + k-shot head (regression)",
                 "clam": "CLAM: continuous LAM + joint action decoder"}
-SWEEP_FIELDS = ("games", "ks", "seeds", "methods", "run_dir", "threads", "report_only")  # may change between reruns
+SWEEP_FIELDS = ("games", "ks", "seeds", "methods", "ours", "run_dir", "threads", "report_only")  # may change between reruns
 
 
 @dataclass

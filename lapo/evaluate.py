@@ -105,7 +105,8 @@ def rollout(act: ActFn, env, record: bool = False, success_key: str | None = Non
             if gymnasium_api:
                 obs, rew, term, trunc, info = env.step(actions)
                 done = np.asarray(term) | np.asarray(trunc)
-                infos = [{k: v[i] for k, v in info.items() if not k.startswith("_")} for i in range(n)]
+                infos = [{k: v[i] for k, v in info.items() if isinstance(v, np.ndarray) and not k.startswith("_")
+                          and (f"_{k}" not in info or info[f"_{k}"][i])} for i in range(n)]
             else:
                 obs, rew, done, infos = env.step(actions)
             if success_key:

@@ -324,7 +324,8 @@ def validate_lam(lam: LatentActionModel, ds, val_t, probe_subset=None, batch_siz
 def lam_record(ds, model_cfg: LAMConfig, train_cfg: LAMTrainConfig, labeled=None, head_cfg=None) -> dict:
     """What determines a trained LAM (architecture, optimization, dataset and, for a jointly trained
     action decoder, its labeled transitions and head config): stored in its training state and
-    checkpoint, compared on resume and by the stage graph's reuse rule."""
+    checkpoint, compared on resume and by the stage graph's reuse rule. ``head_cfg`` (default
+    :class:`lapo.decoder.ActionHeadConfig`) gets the LAM's latent size."""
     from lapo.training import run_record
 
     if labeled is None:  # frames only: the joint-action fields do not matter (older records stay valid)
@@ -334,6 +335,9 @@ def lam_record(ds, model_cfg: LAMConfig, train_cfg: LAMTrainConfig, labeled=None
         return record
     import hashlib
 
+    from lapo.decoder import ActionHeadConfig
+
+    head_cfg = dataclasses.replace(head_cfg or ActionHeadConfig(), latent_dim=model_cfg.latent_dim)
     return run_record(model_cfg, train_cfg, dataset=ds.fingerprint(), action_head=head_cfg,
                       labeled=hashlib.sha256(np.ascontiguousarray(labeled.indices, np.int64).tobytes()).hexdigest()[:16])
 

@@ -103,8 +103,6 @@ def train_lam(dataset: EpisodeDataset, out: Path, model_cfg: LAMConfig, train_cf
     from lapo.lam import lam_record
     from lapo.lam import train_lam as run
 
-    if labeled is not None:
-        head_cfg = dataclasses.replace(head_cfg or ActionHeadConfig(), latent_dim=model_cfg.latent_dim)
     record = lam_record(dataset, model_cfg, train_cfg, labeled, head_cfg)
     if reuse and train_cfg.resume == "auto" and _stored_record(Path(out), "config.json") == record:
         lam = LatentActionModel.from_pretrained(out, train_cfg.device)
