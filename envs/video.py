@@ -93,6 +93,37 @@ def convert_frame(rgb_HWC: np.ndarray, cfg: VideoConfig) -> np.ndarray:
     return np.asarray(image, np.uint8)
 
 
+def write_video(frames_THWC, path: str | os.PathLike, fps: int = 15, scale: int = 1) -> Path:
+    """Write uint8 ``(T, H, W, 3)`` frames as an H.264 MP4 (PyAV, ``yuv420p``), each frame upscaled
+    ``scale``× (nearest; H.264 needs even sizes, so odd sizes are padded). Written via a temporary
+    name, so ``path`` is the old file or the complete new one.
+
+    Raises:
+        ValueError: no frames, or frames that are not ``(H, W, 3)`` uint8.
+    """
+    import av
+
+    frames = [np.asarray(f) for f in frames_THWC]
+    if not frames or frames[0].ndim != 3 or frames[0].shape[2] != 3 or frames[0].dtype != np.uint8:
+        raise ValueError("write_video needs one or more (H, W, 3) uint8 frames")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
+    h, w = frames[0].shape[0] * scale, frames[0].shape[1] * scale
+    with av.open(str(tmp), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
+        for f in frames:
+            f = np.repeat(np.repeat(f, scale, 0), scale, 1)
+            f = np.pad(f, ((0, h % 2), (0, w % 2), (0, 0)))
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    os.replace(tmp, path)
+    return path
+
+
 @dataclass
 class VideoDecodeReport:
     """What decoding one file lost; :func:`iter_video` fills it in while it streams.

@@ -3,6 +3,7 @@
     lapo NAME [flags]          run a stage, e.g. ``lapo label --checkpoint runs/lam --input clip.mp4``
     lapo NAME --help           its flags
     lapo NAME --domain metaworld [flags]   the Meta-World variant (collect, quickstart, benchmark)
+    lapo wm NAME [flags]       the world model: ``lapo wm train|generate|play|dream``
     lapo --debug NAME [flags]  the same, with the full traceback of an error
 
 Only the chosen stage's module is imported, so ``lapo label`` on a video never loads Procgen or
@@ -41,6 +42,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "quickstart": ("lapo.pipeline:QuickstartConfig", "scripts.quickstart:main", "the whole pipeline on CoinRun"),
     "benchmark": ("lapo.benchmark:PRESETS", "scripts.benchmark:main",
                   "all methods × k × seeds per game (presets: cpu, paper)"),
+    "wm train": ("worldmodel.pipeline:PRESETS", "scripts.wm:train_main",
+                 "world model: tokenizer, LAM, MaskGIT dynamics (presets: cpu, genie-coinrun)"),
+    "wm generate": ("scripts.wm:GenerateArgs", "scripts.wm:generate_main",
+                    "world model: frames from any prompt image + latent actions -> MP4 + GIF"),
+    "wm play": ("scripts.wm:PlayArgs", "scripts.wm:play_main", "world model: play it with keys 1..9 (pygame)"),
+    "wm dream": ("scripts.wm:DreamArgs", "scripts.wm:dream_main",
+                 "world model: the latent policy acts in imagination; action recovery"),
 }
 """Subcommands. References are ``module:attribute`` strings, imported only when the command runs."""
 
@@ -143,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
+    if len(args) >= 2 and args[0] == "wm" and f"wm {args[1]}" in COMMANDS:  # `lapo wm NAME`
+        args = [f"wm {args[1]}"] + args[2:]
     if not args or args[0] not in COMMANDS:
         usage(0 if args and args[0] in ("-h", "--help") else 2)
     try:

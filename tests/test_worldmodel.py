@@ -1,0 +1,296 @@
+"""World model: ST-transformer causality, tokenizer metrics and exact save/load, MaskGIT training
+and sampling, the whole `lapo wm train` chain on a moving square (its prediction must follow the
+latent action; an untrained model must not), generate/play/dream CLIs, presets, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from lapo.lam import LAMConfig, LAMTrainConfig
+from worldmodel.dynamics import Dynamics, DynamicsConfig, DynamicsTrainConfig, clip_actions, clip_indices
+from worldmodel.model import WorldModel, load_prompt
+from worldmodel.pipeline import PRESETS, WorldModelConfig, train_world_model
+from worldmodel.st import STTransformer
+from worldmodel.tokenizer import Tokenizer, TokenizerConfig, TokenizerTrainConfig, psnr, ssim
+
+TINY_TOK = TokenizerConfig(widths=(8, 16, 16), code_dims=2, levels=5)
+
+
+def test_st_transformer_is_causal_in_time():
+    """Changing frame t+1 never changes outputs at frames <= t; it does change frame t+1's."""
+    torch.manual_seed(0)
+    st = STTransformer(dim=32, depth=2, heads=4, tokens=6, max_frames=5).eval()
+    x = torch.randn(2, 5, 6, 32)
+    y = x.clone()
+    y[:, 3:] += torch.randn(2, 2, 6, 32)
+    with torch.no_grad():
+        a, b = st(x), st(y)
+    torch.testing.assert_close(a[:, :3], b[:, :3], rtol=0, atol=1e-6)
+    assert (a[:, 3:] - b[:, 3:]).abs().max() > 1e-2
+    # and spatial attention mixes tokens within a frame: changing one token changes the others
+    z = x.clone()
+    z[:, 1, 0] += torch.randn(32)  # (a constant shift would vanish in the LayerNorm)
+    with torch.no_grad():
+        c = st(z)
+    assert (c[:, 1, 1:] - a[:, 1, 1:]).abs().max() > 1e-3
+
+
+def test_tokenizer_shapes_metrics_and_exact_roundtrip(tmp_path):
+    tok = Tokenizer(TINY_TOK).eval()
+    frames = torch.randint(0, 256, (3, 64, 64, 3), dtype=torch.uint8)
+    codes = tok.encode(frames)
+    assert codes.shape == (3, 8, 8) and codes.dtype == torch.int64
+    assert 0 <= int(codes.min()) and int(codes.max()) < TINY_TOK.num_codes == 25
+    assert tok.decode(codes).shape == (3, 3, 64, 64)
+    tok.save_pretrained(tmp_path / "tok")
+    loaded = Tokenizer.from_pretrained(tmp_path / "tok")
+    torch.testing.assert_close(loaded.decode(loaded.encode(frames)), tok.decode(codes), rtol=0, atol=0)
+    # the decoder inverts the FSQ code table: encode -> decode -> encode is stable on the code vectors
+    assert torch.equal(tok.fsq(tok.code_vectors)[1][:, 0], torch.arange(25))
+    with pytest.raises(ValueError, match=r"\(B, 64, 64, 3\)"):
+        tok.encode(torch.zeros(1, 32, 32, 3, dtype=torch.uint8))
+
+
+def test_psnr_and_ssim_reference_values():
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.allclose(ssim(x, x), torch.ones(2), atol=1e-5)
+    noisy = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    assert (ssim(noisy, x) < 0.95).all()
+    assert torch.allclose(psnr(x * 0 + 0.5, x * 0 + 0.6), torch.full((2,), 20.0), atol=1e-4)  # mse 0.01 -> 20 dB
+
+
+def test_dynamics_masks_the_last_frame_and_samples_real_tokens():
+    torch.manual_seed(0)
+    for mode in ("add", "prepend"):
+        cfg = DynamicsConfig(num_codes=7, tokens=4, num_actions=3, context=2, dim=16, depth=1, heads=2, action_mode=mode)
+        dyn = Dynamics(cfg)
+        tokens = torch.randint(0, 7, (5, 3, 4))
+        loss, stats = dyn(tokens, torch.randint(0, 4, (5, 3)))
+        assert loss.ndim == 0 and torch.isfinite(loss) and 0 <= float(stats["copy_accuracy"]) <= 1
+        # generation caches the context frames' keys/values: same logits as the full forward
+        dyn.eval()
+        actions = torch.randint(0, 4, (5, 3))
+        full = dyn.logits(tokens, actions)
+        cached = dyn.logits(tokens[:, 2:], actions[:, 2:], dyn.context(tokens[:, :2], actions[:, :2]))
+        torch.testing.assert_close(cached, full, rtol=1e-4, atol=1e-5)
+        out = dyn.sample(tokens[:, :2], torch.randint(0, 3, (5, 3)), steps=4, temperature=1.0)
+        assert out.shape == (5, 4) and int(out.max()) < 7  # the mask id 7 never comes out
+        a = dyn.sample(tokens[:, :2], torch.zeros(5, 3, dtype=torch.long), steps=3, temperature=0, cfg_scale=2.0)
+        b = dyn.sample(tokens[:, :2], torch.zeros(5, 3, dtype=torch.long), steps=3, temperature=0, cfg_scale=2.0)
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="action_mode 'concat'"):
+        DynamicsConfig(action_mode="concat")
+    with pytest.raises(ValueError, match="2 past frames"):
+        dyn.sample(tokens[:, :1], torch.zeros(5, 2, dtype=torch.long))
+
+
+def test_clips_edge_pad_at_episode_start_and_actions_lead_into_frames(square_dataset):
+    from envs.dataset import EpisodeDataset
+
+    ds = EpisodeDataset(square_dataset)
+    clips = clip_indices(ds, np.arange(0, 30), context=3)
+    assert clips[0].tolist() == [0, 0, 0, 1]  # frame 0 is no target; frame 1's clip pads with frame 0
+    assert clips[23].tolist() == [21, 22, 23, 24] and clips[24].tolist() == [25, 25, 25, 26]  # 25-frame episodes
+    codes = np.arange(len(ds)) % 5
+    starts = ds.episode_starts[ds.episode_index]
+    acts = clip_actions(codes, clips, starts, null=9)
+    assert acts[0].tolist() == [9, 9, 9, codes[0]]  # the action into frame 1 is the code of 0 -> 1
+
+
+def square_world_model(square_dataset, tmp_path):
+    """`lapo wm train` on the moving-square video at toy sizes (~2.7 min on 2 cores)."""
+    cfg = WorldModelConfig(
+        run_dir=tmp_path / "wm", dataset=square_dataset,
+        tokenizer=dataclasses.replace(TINY_TOK, res_blocks=0),
+        tokenizer_train=TokenizerTrainConfig(steps=150, batch_size=32, lr=3e-3, eval_every=150, val_frames=128),
+        lam=LAMConfig(idm_channels=(8, 16, 16), idm_hidden=32, widths=(8, 16, 16), latent_dim=2, fsq_levels=3,
+                      groups=1),
+        lam_train=LAMTrainConfig(steps=250, batch_size=32, eval_every=250, probe_k=64, lr=2e-3),
+        dynamics=DynamicsConfig(context=1, dim=64, depth=2, heads=4),
+        dynamics_train=DynamicsTrainConfig(steps=600, batch_size=64, lr=3e-3, warmup=20, eval_every=600),
+        threads=2)
+    return cfg, train_world_model(cfg)
+
+
+def follows_actions(wm: WorldModel, ds, n: int = 24) -> dict[str, float]:
+    """Pixel MSE (uint8 units) of the next frame generated (argmax, 4 MaskGIT steps) from a true
+    frame under the latent action the LAM infers from the true transition (``inferred``), under
+    each other latent action (``other``), and of copying the frame (``copy_last``)."""
+    rng = np.random.default_rng(1)
+    t = rng.choice(ds.transition_indices[np.isin(ds.transition_indices - 1, ds.transition_indices)], n, replace=False)
+    err = {"inferred": [], "other": [], "copy_last": []}
+    for i in t:
+        clip = np.asarray(ds.frames[[i - 1, i, i + 1]])
+        a = int(wm.infer_actions(clip)[-1])
+        err["copy_last"].append(float(((clip[1].astype(float) - clip[2]) ** 2).mean()))
+        for b in range(wm.num_actions):
+            pred = wm.dream(clip[1], steps=4, temperature=0).step(b).astype(float)
+            err["inferred" if b == a else "other"].append(float(((pred - clip[2]) ** 2).mean()))
+    return {k: float(np.mean(v)) for k, v in err.items()}
+
+
+def follows(err: dict[str, float]) -> bool:
+    """The prediction follows the action: under the inferred action it beats copying the frame and
+    is clearly closer to the truth than under the other actions."""
+    return err["inferred"] < err["copy_last"] and err["inferred"] < 0.8 * err["other"]
+
+
+def test_world_model_prediction_follows_the_latent_action(square_dataset, tmp_path):
+    """The Jasmine #122 failure (a latent action that carries nothing about the next frame) fails
+    this test; so does the same world model with its dynamics weights re-initialized. Measured with
+    these settings: inferred 245 vs other actions 376 vs copy-last 405 (untrained: 668 vs 605)."""
+    from envs.dataset import EpisodeDataset
+
+    cfg, out = square_world_model(square_dataset, tmp_path)
+    ds = EpisodeDataset(square_dataset)
+    wm = WorldModel.load(cfg.run_dir)
+    assert set(os.listdir(cfg.run_dir)) >= {"tokenizer", "lam", "dynamics", "labels", "tokens", "meta.json"}
+    assert out["tokenizer_val"]["psnr"] > 20 and out["lam_val"]["probe_accuracy"] > 0.9
+    err = follows_actions(wm, ds)
+    print("moving square, trained:", err)
+    assert follows(err), err
+    torch.manual_seed(0)
+    untrained = WorldModel(wm.tokenizer, Dynamics(wm.dynamics.cfg).eval(), wm.lam)
+    err_u = follows_actions(untrained, ds)
+    print("moving square, untrained dynamics:", err_u)
+    assert not follows(err_u), err_u
+    # rerunning reuses every finished stage (no training: same files)
+    stamp = (cfg.run_dir / "dynamics" / "model.safetensors").stat().st_mtime_ns
+    train_world_model(cfg)
+    assert (cfg.run_dir / "dynamics" / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+@pytest.fixture(scope="module")
+def tiny_wm_dir(tmp_path_factory):
+    """A tiny untrained world model directory (tokenizer, dynamics, lam, prompt.png) for CLI tests."""
+    from PIL import Image
+
+    from lapo.lam import LatentActionModel
+
+    path = tmp_path_factory.mktemp("wm")
+    torch.manual_seed(0)
+    Tokenizer(TINY_TOK).save_pretrained(path / "tokenizer")
+    Dynamics(DynamicsConfig(num_codes=25, tokens=64, num_actions=9, context=2, dim=16, depth=1, heads=2)
+             ).save_pretrained(path / "dynamics")
+    LatentActionModel(LAMConfig(idm_channels=(8, 16, 16), idm_hidden=32, widths=(8, 16, 16), latent_dim=2,
+                                fsq_levels=3, groups=1)).save_pretrained(path / "lam")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (100, 150, 3), np.uint8)).save(path / "prompt.png")
+    return path
+
+
+def lapo(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "scripts.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}, timeout=300)
+
+
+def test_generate_writes_mp4_and_gif_from_any_image(tiny_wm_dir, tmp_path):
+    import av
+
+    r = lapo("wm", "generate", "--prompt", str(tiny_wm_dir / "prompt.png"), "--actions", "0,3,3,1",
+             "--world-model", str(tiny_wm_dir), "--out", str(tmp_path / "clip"), "--sample.steps", "2")
+    assert r.returncode == 0, r.stderr
+    with av.open(str(tmp_path / "clip.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 5  # prompt + 4 generated
+    assert (tmp_path / "clip.gif").stat().st_size > 0
+    r = lapo("wm", "generate", "--prompt", str(tiny_wm_dir / "prompt.png"), "--actions", "0,12",
+             "--world-model", str(tiny_wm_dir))
+    assert r.returncode == 2 and "'12'" in r.stderr and "0..8" in r.stderr
+    r = lapo("wm", "generate", "--prompt", str(tiny_wm_dir / "config.json"), "--world-model", str(tiny_wm_dir))
+    assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_play_runs_headless_with_scripted_keys_and_records(tiny_wm_dir, tmp_path):
+    r = lapo("wm", "play", "--world-model", str(tiny_wm_dir), "--scripted-keys", "1,r,3,3,9,r,2,q,5",
+             "--record", str(tmp_path / "session"), "--fps", "100", "--sample.steps", "1",
+             env={"SDL_VIDEODRIVER": "dummy", "SDL_AUDIODRIVER": "dummy"})
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "session.mp4").is_file() and (tmp_path / "session.gif").is_file()
+    import av
+
+    with av.open(str(tmp_path / "session.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 4  # frames generated while recording: 3, 3, 9, r
+    r = lapo("wm", "play", "--world-model", str(tiny_wm_dir), "--scripted-keys", "1,x",
+             env={"SDL_VIDEODRIVER": "dummy"})
+    assert r.returncode == 2 and "['x']" in r.stderr
+
+
+def test_load_prompt_crops_like_import_video(tmp_path):
+    from PIL import Image
+
+    img = np.zeros((40, 80, 3), np.uint8)
+    img[:, 20:60] = 200  # the centred square is all 200
+    Image.fromarray(img).save(tmp_path / "p.jpg", quality=100)
+    out = load_prompt(tmp_path / "p.jpg", 16)
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8 and abs(int(out.mean()) - 200) <= 2
+    (tmp_path / "bad.png").write_text("not an image")
+    with pytest.raises(ValueError, match="not an image"):
+        load_prompt(tmp_path / "bad.png")
+
+
+def test_world_model_rejects_mismatched_parts(tiny_wm_dir):
+    tok = Tokenizer.from_pretrained(tiny_wm_dir / "tokenizer")
+    with pytest.raises(ValueError, match="dynamics expects 30 codes"):
+        WorldModel(tok, Dynamics(DynamicsConfig(num_codes=30, tokens=64, num_actions=9, dim=16, depth=1, heads=2)))
+    with pytest.raises(FileNotFoundError, match="not a world-model directory"):
+        WorldModel.load(tiny_wm_dir / "tokenizer")
+    wm = WorldModel.load(tiny_wm_dir)
+    with pytest.raises(ValueError, match=r"latent action 9 is outside \[0, 9\)"):
+        wm.dream(np.zeros((64, 64, 3), np.uint8)).step(9)
+
+
+def test_genie_coinrun_preset_builds_and_trains_one_step():
+    """Genie's case-study sizes build and take one optimizer step (a 2-frame clip, batch 1, CPU)."""
+    cfg = PRESETS["genie-coinrun"][1]
+    assert (cfg.dynamics.depth, cfg.dynamics.dim, cfg.dynamics.context + 1) == (12, 512, 16)
+    assert cfg.tokenizer.grid == 16  # patch 4 at 64×64
+    tok = Tokenizer(cfg.tokenizer)
+    dyn = Dynamics(dataclasses.replace(cfg.dynamics, num_codes=cfg.tokenizer.num_codes, tokens=cfg.tokenizer.grid ** 2))
+    opt = torch.optim.AdamW(list(tok.parameters()) + list(dyn.parameters()), 1e-4)
+    _, tok_loss, _ = tok(torch.randint(0, 256, (1, 64, 64, 3), dtype=torch.uint8))
+    dyn_loss, _ = dyn(torch.randint(0, cfg.tokenizer.num_codes, (1, 2, 256)), torch.zeros(1, 2, dtype=torch.long))
+    (tok_loss + dyn_loss).backward()
+    opt.step()
+    assert torch.isfinite(tok_loss) and torch.isfinite(dyn_loss)
+
+
+def test_dream_maps_a_latent_policy_onto_the_world_models_actions(tiny_wm_dir, square_dataset, tmp_path):
+    """`lapo wm dream`: a latent policy (any latent size) acts in imagination through a mapping
+    fitted on the video; action recovery is reported for it and for random actions."""
+    from lapo.policy import Policy, PolicyConfig
+
+    torch.manual_seed(0)
+    Policy(PolicyConfig(channels=(8, 16, 16), hidden=32, out_dim=5)).save_pretrained(tmp_path / "policy")
+    r = lapo("wm", "dream", "--agent", str(tmp_path / "policy"), "--world-model", str(tiny_wm_dir), "--dataset",
+             str(square_dataset), "--episodes", "2", "--length", "3", "--map-transitions", "200", "--out",
+             str(tmp_path / "dream"), "--sample.steps", "1")
+    assert r.returncode == 0, r.stderr
+    import json
+
+    res = json.loads((tmp_path / "dream" / "results.json").read_text())
+    for name in ("agent", "random"):
+        assert res["action_recovery"][name]["episodes"] == 2
+        assert 0 <= res["action_recovery"][name]["action_recovery"] <= 1
+    assert sum(res["agent_action_histogram"]) == 3 and (tmp_path / "dream" / "dream.gif").is_file()
+    r = lapo("wm", "dream", "--agent", str(tiny_wm_dir / "lam"), "--world-model", str(tiny_wm_dir), "--dataset",
+             str(square_dataset))
+    assert r.returncode == 2 and "not a latent policy or agent" in r.stderr
+
+
+def test_shipped_world_model_loads_and_its_actions_matter():
+    """The shipped fp16 CoinRun world model loads into fp32 and generates; different latent actions
+    from the same prompt and seed give different frames."""
+    from worldmodel.model import resolve_world_model, shipped_world_model
+
+    wm = resolve_world_model(None)
+    assert next(wm.dynamics.parameters()).dtype == torch.float32 and wm.num_actions == 9
+    prompt = load_prompt(shipped_world_model() / "prompt.png")
+    a = np.stack([wm.dream(prompt, steps=2, seed=0).step(0) for _ in range(1)])
+    b = np.stack([wm.dream(prompt, steps=2, seed=0).step(6) for _ in range(1)])
+    assert a.shape == (1, 64, 64, 3) and a.dtype == np.uint8 and not np.array_equal(a, b)
