@@ -105,7 +105,7 @@ def compare_action_modes(run: Path, ds, steps: int, seed: int) -> dict:
     base = Dynamics.from_pretrained(run / "dynamics")
     lam = LatentActionModel.from_pretrained(run / "lam")
     labels = Labels(run / "labels")
-    codes = flatten_codes(torch.from_numpy(np.asarray(labels.codes)), lam.quantizer.num_codes).numpy()
+    codes = flatten_codes(torch.from_numpy(np.array(labels.codes)), lam.quantizer.num_codes).numpy()
     tokens = np.load(run / "tokens" / "tokens.npy", mmap_mode="r")
     train_cfg = DynamicsTrainConfig(**{**base.pretrained_meta["train_config"], "steps": steps, "seed": seed,
                                        "eval_every": steps})
@@ -146,7 +146,7 @@ def main(args: Args) -> dict:
     labels = Labels(run / "labels")
     from worldmodel.model import flatten_codes
 
-    codes = flatten_codes(torch.from_numpy(np.asarray(labels.codes)), wm.lam.quantizer.num_codes).numpy()
+    codes = flatten_codes(torch.from_numpy(np.array(labels.codes)), wm.lam.quantizer.num_codes).numpy()
     probs = np.bincount(codes[labels.valid], minlength=wm.num_actions) / labels.valid.sum()
     clips = heldout_clips(ds, val_f, args.clips, args.prompt_frames, args.horizon, args.seed)
     d = dynamics_psnr(wm, ds.frames, clips, args.prompt_frames, probs, args.steps, args.temperature,

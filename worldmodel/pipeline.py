@@ -166,7 +166,7 @@ def train_world_model(cfg: WorldModelConfig) -> dict:
     from worldmodel.dynamics import Dynamics
     from worldmodel.model import flatten_codes
 
-    codes = flatten_codes(torch.from_numpy(np.asarray(labels.codes)), lam.quantizer.num_codes).numpy()
+    codes = flatten_codes(torch.from_numpy(np.array(labels.codes)), lam.quantizer.num_codes).numpy()
     dyn_cfg = dataclasses.replace(cfg.dynamics, num_codes=cfg.tokenizer.num_codes, tokens=cfg.tokenizer.grid ** 2,
                                   num_actions=lam.quantizer.num_codes ** cfg.lam.groups)
     dyn_train = train_cfg(cfg.dynamics_train)
