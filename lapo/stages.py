@@ -48,7 +48,9 @@ def fingerprint(path: str | os.PathLike) -> str:
     return h.hexdigest()[:16]
 
 
-def _stored_record(path: Path, file: str) -> dict | None:
+def stored_record(path: Path, file: str) -> dict | None:
+    """The ``record`` stored in ``path/file`` (a checkpoint's config.json or a labels meta.json), or
+    None: what the reuse rule compares with the requested record."""
     try:
         return json.loads((path / file).read_text()).get("record")
     except (OSError, json.JSONDecodeError):
@@ -104,7 +106,7 @@ def train_lam(dataset: EpisodeDataset, out: Path, model_cfg: LAMConfig, train_cf
     from lapo.lam import train_lam as run
 
     record = lam_record(dataset, model_cfg, train_cfg, labeled, head_cfg)
-    if reuse and train_cfg.resume == "auto" and _stored_record(Path(out), "config.json") == record:
+    if reuse and train_cfg.resume == "auto" and stored_record(Path(out), "config.json") == record:
         lam = LatentActionModel.from_pretrained(out, train_cfg.device)
         return lam, lam.pretrained_meta.get("val_metrics", {})
     if not reuse:
@@ -118,7 +120,7 @@ def label(lam_dir: Path, dataset: EpisodeDataset, out: Path, reuse: bool = True,
     from lapo.label import Labels, label_dataset
 
     record = {"lam": fingerprint(lam_dir), "dataset": dataset.fingerprint()}
-    if not (reuse and _stored_record(Path(out), "meta.json") == record):
+    if not (reuse and stored_record(Path(out), "meta.json") == record):
         label_dataset(lam_dir, dataset.path, out, overwrite=True, device=device, record=record)
     return Labels(out)
 
@@ -134,7 +136,7 @@ def latent_bc(dataset: EpisodeDataset, labels, out: Path, policy_cfg: PolicyConf
     cfg = dataclasses.replace(policy_cfg, out_dim=int(labels.meta["latent_dim"]))
     record = run_record(cfg, train_cfg, dataset=dataset.fingerprint(), labels=fingerprint(labels.path),
                         pool=pool_hash(pool))
-    if reuse and train_cfg.resume == "auto" and _stored_record(Path(out), "config.json") == record:
+    if reuse and train_cfg.resume == "auto" and stored_record(Path(out), "config.json") == record:
         return Policy.from_pretrained(out, train_cfg.device)
     if not reuse:
         train_cfg = dataclasses.replace(train_cfg, resume="never")
@@ -157,7 +159,7 @@ def behaviour_cloning(dataset: EpisodeDataset, indices: np.ndarray, actions: np.
     record = run_record(cfg, train_cfg, dataset=dataset.fingerprint(), indices=pool_hash(indices),
                         actions=hashlib.sha256(np.ascontiguousarray(actions).tobytes()).hexdigest()[:16],
                         coding=coding) if out else None
-    if out is not None and reuse and train_cfg.resume == "auto" and _stored_record(Path(out), "config.json") == record:
+    if out is not None and reuse and train_cfg.resume == "auto" and stored_record(Path(out), "config.json") == record:
         return Agent.from_pretrained(out, train_cfg.device)
     if not reuse:
         train_cfg = dataclasses.replace(train_cfg, resume="never")

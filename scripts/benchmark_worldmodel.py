@@ -100,12 +100,12 @@ def compare_action_modes(run: Path, ds, steps: int, seed: int) -> dict:
     from lapo.label import Labels
     from lapo.lam import LatentActionModel
     from worldmodel.dynamics import Dynamics, DynamicsTrainConfig, train_dynamics
-    from worldmodel.model import flatten_codes
+    from worldmodel.model import label_actions
 
     base = Dynamics.from_pretrained(run / "dynamics")
     lam = LatentActionModel.from_pretrained(run / "lam")
     labels = Labels(run / "labels")
-    codes = flatten_codes(torch.from_numpy(np.array(labels.codes)), lam.quantizer.num_codes).numpy()
+    codes = label_actions(labels, lam)
     tokens = np.load(run / "tokens" / "tokens.npy", mmap_mode="r")
     train_cfg = DynamicsTrainConfig(**{**base.pretrained_meta["train_config"], "steps": steps, "seed": seed,
                                        "eval_every": steps})
@@ -142,11 +142,10 @@ def main(args: Args) -> dict:
     result["tokenizer"]["num_codes"] = wm.tokenizer.cfg.num_codes
     # --- dynamics vs copy-last, ΔtPSNR ---
     from lapo.label import Labels
+    from worldmodel.model import label_actions
 
     labels = Labels(run / "labels")
-    from worldmodel.model import flatten_codes
-
-    codes = flatten_codes(torch.from_numpy(np.array(labels.codes)), wm.lam.quantizer.num_codes).numpy()
+    codes = label_actions(labels, wm.lam)
     probs = np.bincount(codes[labels.valid], minlength=wm.num_actions) / labels.valid.sum()
     clips = heldout_clips(ds, val_f, args.clips, args.prompt_frames, args.horizon, args.seed)
     d = dynamics_psnr(wm, ds.frames, clips, args.prompt_frames, probs, args.steps, args.temperature,

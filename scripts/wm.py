@@ -150,7 +150,8 @@ def play_main(args: PlayArgs) -> dict:
                 if not recording and recorded:
                     written.append(write_clip(recorded, args.record, args.fps, 4))
                     recorded = []
-            held = [k for k in range(A) if pygame.key.get_pressed()[pygame.K_1 + k]] if script is None else []
+            pressed = pygame.key.get_pressed() if script is None else None
+            held = [k for k in range(A) if pressed[pygame.K_1 + k]] if pressed is not None else []
             if key is not None and key.isdigit():
                 action = int(key) - 1
             elif held:

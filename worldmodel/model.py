@@ -107,6 +107,12 @@ def flatten_codes(codes_BG: torch.Tensor, codes_per_group: int) -> torch.Tensor:
     return (codes_BG * radix).sum(1)
 
 
+def label_actions(labels, lam) -> np.ndarray:
+    """One latent action id per frame from a labels directory made by ``lam``
+    (:class:`lapo.label.Labels`): ``(frames,)`` int64 (any value at episodes' last frames)."""
+    return flatten_codes(torch.from_numpy(np.array(labels.codes)), lam.quantizer.num_codes).numpy()
+
+
 class Dream:
     """One generated episode: ``step(action) -> frame``; ``frames`` holds the prompt and every
     generated frame (uint8 ``(H, W, 3)``), ``actions`` the latent actions that conditioned them.

@@ -146,7 +146,7 @@ def train_world_model(cfg: WorldModelConfig) -> dict:
     tok_dir = run / "tokenizer"
     tok_train = train_cfg(cfg.tokenizer_train)
     tok_record = run_record(cfg.tokenizer, tok_train, dataset=ds.fingerprint())
-    if reuse and stages._stored_record(tok_dir, "config.json") == tok_record:
+    if reuse and stages.stored_record(tok_dir, "config.json") == tok_record:
         tok = Tokenizer.from_pretrained(tok_dir, tok_train.device)
         tok_metrics = tok.pretrained_meta.get("val_metrics", {})
     else:
@@ -161,18 +161,16 @@ def train_world_model(cfg: WorldModelConfig) -> dict:
                                                        "dataset": ds.fingerprint()})
     lap("tokens")
     # --- dynamics ---
-    import torch
-
     from worldmodel.dynamics import Dynamics
-    from worldmodel.model import flatten_codes
+    from worldmodel.model import label_actions
 
-    codes = flatten_codes(torch.from_numpy(np.array(labels.codes)), lam.quantizer.num_codes).numpy()
+    codes = label_actions(labels, lam)
     dyn_cfg = dataclasses.replace(cfg.dynamics, num_codes=cfg.tokenizer.num_codes, tokens=cfg.tokenizer.grid ** 2,
                                   num_actions=lam.quantizer.num_codes ** cfg.lam.groups)
     dyn_train = train_cfg(cfg.dynamics_train)
     dyn_record = run_record(dyn_cfg, dyn_train, dataset=ds.fingerprint(), tokenizer=stages.fingerprint(tok_dir),
                             labels=stages.fingerprint(run / "labels"))
-    if reuse and stages._stored_record(run / "dynamics", "config.json") == dyn_record:
+    if reuse and stages.stored_record(run / "dynamics", "config.json") == dyn_record:
         dyn_metrics = Dynamics.from_pretrained(run / "dynamics").pretrained_meta.get("val_metrics", {})
     else:
         _, dyn_metrics = train_dynamics(ds.path, tokens, codes, run / "dynamics", dyn_cfg, dyn_train,
