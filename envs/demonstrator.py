@@ -2,12 +2,15 @@
 
 Training is SB3's PPO with its Nature CNN ``CnnPolicy`` and Procgen-paper hyperparameters
 (Cobbe et al. 2020, App. B: 64 envs × 256 steps, 3 epochs of 8 minibatches, lr 5e-4, γ 0.999,
-λ 0.95, entropy 0.01). The IMPALA CNN is far slower on a CPU; the Nature CNN reaches the target
+λ 0.95, entropy 0.01), including the paper's reward normalization (baselines' ``VecNormalize``
+with observations left raw; SB3: ``VecNormalize(venv, norm_obs=False, norm_reward=True)``), which
+SB3's PPO does not do by default and without which games with large reward scales (fruitbot,
+starpilot) learn slowly. The IMPALA CNN is far slower on a CPU; the Nature CNN reaches the target
 return on CoinRun in a few million steps.
 
 Two on-disk forms:
-- a resume checkpoint in the run directory (``ppo_checkpoint.zip``, SB3's own format, used only
-  to continue training, possibly across sessions);
+- a resume checkpoint in the run directory (``ppo_checkpoint.zip`` + ``vecnormalize.pkl``, SB3's
+  own formats, used only to continue training, possibly across sessions);
 - the shipped demonstrator (``config.json`` + ``model.safetensors``): weights as data, loaded into
   a policy rebuilt from the config, never unpickled.
 
@@ -32,18 +35,19 @@ from envs.procgen import N_ACTIONS, TRAIN_NUM_LEVELS, TRAIN_START_LEVEL, Procgen
 
 SHIPPED_DIR = Path(__file__).parent / "demonstrators"
 CHECKPOINT_NAME = "ppo_checkpoint.zip"
+NORMALIZE_NAME = "vecnormalize.pkl"  # VecNormalize's running return statistics, saved with the checkpoint
 
 
 @dataclass
-class TrainExpertConfig:
-    """PPO demonstrator training (``lapo train-expert``)."""
+class PPOConfig:
+    """PPO on Procgen's training levels: the game, the Procgen-paper hyperparameters and the run
+    mechanics, shared by ``lapo train-expert`` (demonstrators) and ``lapo finetune`` (the same
+    settings for the fine-tuned agent and for PPO from scratch)."""
 
     env_name: str = "coinrun"
     """Procgen game."""
     distribution_mode: str = "easy"
     """Procgen difficulty, ``easy`` or ``hard``."""
-    total_timesteps: int = 3_000_000
-    """Env steps to train for in total (a resumed run trains only the remainder)."""
     num_envs: int = 64
     """Parallel Procgen environments."""
     n_steps: int = 256
@@ -62,26 +66,46 @@ class TrainExpertConfig:
     """Entropy bonus."""
     clip_range: float = 0.2
     """PPO clip ε."""
+    norm_reward: bool = True
+    """Scale rewards by a running std of the discounted return (Procgen paper; SB3 ``VecNormalize``
+    with ``norm_obs=False``). Evaluation and the logged returns stay raw."""
     seed: int = 0
     """Torch/SB3 seed and Procgen level-draw seed."""
-    run_dir: Path = Path("runs/expert_coinrun")
-    """Holds the resume checkpoint and tensorboard logs; an existing checkpoint here is resumed."""
     save_every: int = 250_000
     """Env steps between resume checkpoints."""
-    out: Path = Path("runs/expert_coinrun/demonstrator")
-    """Where the shipped form (config.json + model.safetensors) is written at the end."""
-    eval_episodes: int = 200
-    """Episodes on unseen levels for the return recorded next to the checkpoint."""
     threads: int = 2
     """torch CPU threads."""
 
     def __post_init__(self):
         check_game(self.env_name, self.distribution_mode)
-        if self.total_timesteps < 1:
-            raise ValueError(f"total_timesteps must be >= 1, got {self.total_timesteps}")
         if (self.num_envs * self.n_steps) % self.batch_size:
             raise ValueError(f"num_envs * n_steps = {self.num_envs * self.n_steps} must be a multiple "
                              f"of batch_size = {self.batch_size}")
+
+    def ppo_kwargs(self) -> dict:
+        """Keyword arguments of SB3's ``PPO`` for these hyperparameters."""
+        return dict(n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs,
+                    learning_rate=self.learning_rate, gamma=self.gamma, gae_lambda=self.gae_lambda,
+                    ent_coef=self.ent_coef, clip_range=self.clip_range, seed=self.seed, device="cpu", verbose=0)
+
+
+@dataclass
+class TrainExpertConfig(PPOConfig):
+    """PPO demonstrator training (``lapo train-expert``)."""
+
+    total_timesteps: int = 3_000_000
+    """Env steps to train for in total (a resumed run trains only the remainder)."""
+    run_dir: Path = Path("runs/expert_coinrun")
+    """Holds the resume checkpoint and tensorboard logs; an existing checkpoint here is resumed."""
+    out: Path = Path("runs/expert_coinrun/demonstrator")
+    """Where the shipped form (config.json + model.safetensors) is written at the end."""
+    eval_episodes: int = 200
+    """Episodes on unseen levels for the return recorded next to the checkpoint."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.total_timesteps < 1:
+            raise ValueError(f"total_timesteps must be >= 1, got {self.total_timesteps}")
 
 
 def policy_spaces():
@@ -90,29 +114,43 @@ def policy_spaces():
 
 
 def train_demonstrator(cfg: TrainExpertConfig):
-    """Train (or resume) PPO on ``cfg.env_name`` and return the SB3 model.
+    """Train (or resume) PPO with SB3's ``CnnPolicy`` on ``cfg.env_name``; returns the SB3 model.
+    Resumable across sessions (:func:`learn_ppo`)."""
+    from stable_baselines3 import PPO
 
-    A run directory that already holds ``ppo_checkpoint.zip`` is resumed from it, so a long run can
-    span several sessions; the checkpoint is rewritten atomically every ``cfg.save_every`` steps.
+    return learn_ppo(cfg, cfg.run_dir, cfg.total_timesteps,
+                     lambda env: PPO("CnnPolicy", env, tensorboard_log=str(cfg.run_dir / "tb"), **cfg.ppo_kwargs()),
+                     desc=f"train-expert {cfg.env_name}")
+
+
+def learn_ppo(cfg: PPOConfig, run_dir: Path, total_timesteps: int, new_model, callbacks=(), desc: str = "ppo"):
+    """Train an SB3 PPO model on Procgen's training levels up to ``total_timesteps`` env steps.
+
+    A ``run_dir`` that already holds ``ppo_checkpoint.zip`` is resumed from it (with its
+    ``VecNormalize`` statistics), so a long run can span several sessions; otherwise
+    ``new_model(env)`` builds the model. The checkpoint is rewritten atomically every
+    ``cfg.save_every`` steps and at the end.
+
+    Args:
+        cfg: game and hyperparameters (:class:`PPOConfig`).
+        run_dir: checkpoint and tensorboard directory (created).
+        total_timesteps: env steps in total, counting those of a resumed run.
+        new_model: ``VecEnv -> PPO`` for a fresh run.
+        callbacks: extra SB3 callbacks (e.g. evaluation), run after the checkpointing one.
+        desc: progress-bar label.
     """
     from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 
     torch.set_num_threads(cfg.threads)
-    cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt = cfg.run_dir / CHECKPOINT_NAME
-    env = ProcgenVecEnv(cfg.env_name, cfg.num_envs, cfg.distribution_mode, TRAIN_START_LEVEL,
-                        TRAIN_NUM_LEVELS, rand_seed=cfg.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    ckpt = run_dir / CHECKPOINT_NAME
+    env = make_training_env(cfg, run_dir, resume=ckpt.exists())
     if ckpt.exists():
         model = PPO.load(ckpt, env=env, device="cpu")
         print(f"resuming {ckpt} at {model.num_timesteps} env steps")
     else:
-        model = PPO(
-            "CnnPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
-            learning_rate=cfg.learning_rate, gamma=cfg.gamma, gae_lambda=cfg.gae_lambda,
-            ent_coef=cfg.ent_coef, clip_range=cfg.clip_range, seed=cfg.seed, device="cpu",
-            tensorboard_log=str(cfg.run_dir / "tb"), verbose=0,
-        )
+        model = new_model(env)
 
     class SaveCallback(BaseCallback):
         """Resume checkpoint every ``save_every`` steps, plus a tqdm bar over env steps."""
@@ -120,8 +158,8 @@ def train_demonstrator(cfg: TrainExpertConfig):
         def __init__(self):
             super().__init__()
             self.next_save = model.num_timesteps + cfg.save_every
-            self.bar = tqdm(total=cfg.total_timesteps, initial=model.num_timesteps, unit="step",
-                            desc=f"train-expert {cfg.env_name}", smoothing=0.05)
+            self.bar = tqdm(total=total_timesteps, initial=model.num_timesteps, unit="step", desc=desc,
+                            smoothing=0.05)
 
         def _on_step(self) -> bool:
             self.bar.update(self.model.num_timesteps - self.bar.n)
@@ -130,19 +168,42 @@ def train_demonstrator(cfg: TrainExpertConfig):
                 self.next_save += cfg.save_every
             return True
 
-    remaining = cfg.total_timesteps - model.num_timesteps
+    remaining = total_timesteps - model.num_timesteps
     if remaining > 0:
-        callback = SaveCallback()
-        model.learn(remaining, callback=callback, reset_num_timesteps=False, tb_log_name="ppo")
-        callback.bar.close()
+        save = SaveCallback()
+        model.learn(remaining, callback=CallbackList([save, *callbacks]), reset_num_timesteps=False,
+                    tb_log_name="ppo")
+        save.bar.close()
         save_resume_checkpoint(model, ckpt)
     return model
 
 
+def make_training_env(cfg: PPOConfig, run_dir: Path, resume: bool = False):
+    """The training ``VecEnv``: Procgen on the training levels, wrapped in ``VecNormalize`` (rewards
+    only) when ``cfg.norm_reward``; a resumed run reloads the normalizer's running statistics."""
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    env = ProcgenVecEnv(cfg.env_name, cfg.num_envs, cfg.distribution_mode, TRAIN_START_LEVEL,
+                        TRAIN_NUM_LEVELS, rand_seed=cfg.seed)
+    if not cfg.norm_reward:
+        return env
+    stats = run_dir / NORMALIZE_NAME
+    if resume and stats.exists():
+        return VecNormalize.load(str(stats), env)
+    if resume:
+        print(f"{stats} not found: reward normalization restarts its statistics")
+    return VecNormalize(env, norm_obs=False, norm_reward=True, gamma=cfg.gamma)
+
+
 def save_resume_checkpoint(model, path: Path) -> None:
-    """Write SB3's resume checkpoint atomically (tmp name, then rename)."""
+    """Write SB3's resume checkpoint (and the ``VecNormalize`` statistics next to it) atomically."""
     tmp = path.with_name(path.name + ".tmp.zip")
     model.save(tmp)
+    env = model.get_vec_normalize_env()
+    if env is not None:
+        stats = path.with_name(NORMALIZE_NAME)
+        env.save(str(stats) + ".tmp")
+        os.replace(str(stats) + ".tmp", stats)
     os.replace(tmp, path)
 
 

@@ -1,0 +1,84 @@
+"""Learnability probe: which Procgen games does our PPO recipe learn on this CPU?
+
+    python -m scripts.probe_games --games maze heist jumper fruitbot --steps 300000
+
+For each game it trains (or resumes) the demonstrator run ``runs/expert_<game>`` up to ``--steps``
+env steps with the recipe of ``lapo train-expert`` (same config, reward normalization on), then
+evaluates the policy and a uniform-random one on the same unseen levels. The column that decides is
+the *margin*: ``(R_policy - R_random) / (R_max - R_min)`` with Procgen's easy-mode constants
+(Cobbe et al. 2020); a demonstrator ships at a margin >= 0.4. The probe runs are ordinary resumable
+demonstrator runs, so a chosen game continues with ``lapo train-expert --env-name <game>
+--total-timesteps N --run-dir runs/expert_<game>``. Prints a table and writes JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+from envs.demonstrator import Demonstrator, TrainExpertConfig, train_demonstrator
+from envs.io import atomic_write_text
+from envs.procgen import EASY_RETURN_RANGE, check_game
+from lapo.evaluate import evaluate, random_act
+
+SHIP_MARGIN = 0.4
+"""A demonstrator ships when it beats random by this fraction of the game's easy-mode range."""
+
+
+def margin(policy_return: float, random_return: float, env_name: str) -> float:
+    """``(R_policy - R_random) / (R_max - R_min)`` with Procgen's easy-mode constants."""
+    lo, hi = EASY_RETURN_RANGE[env_name]
+    return (policy_return - random_return) / (hi - lo)
+
+
+@dataclass
+class ProbeConfig:
+    games: list[str] = field(default_factory=lambda: ["maze", "heist", "jumper", "fruitbot"])
+    """Candidate Procgen games."""
+    steps: int = 300_000
+    """Env steps per game (a run already past this is only evaluated)."""
+    runs: Path = Path("runs")
+    """Parent of the ``expert_<game>`` run directories."""
+    episodes: int = 100
+    """Unseen-level episodes per agent (random and policy play the same levels)."""
+    threads: int = 1
+    """torch CPU threads (1 leaves a core for other work)."""
+    out: Path = Path("runs/probe_games.json")
+    """JSON written here (rewritten after every game)."""
+
+    def __post_init__(self):
+        for g in self.games:
+            check_game(g)
+
+
+def main(cfg: ProbeConfig) -> list[dict]:
+    rows = []
+    for game in cfg.games:
+        tcfg = replace(TrainExpertConfig(), env_name=game, total_timesteps=cfg.steps,
+                       run_dir=cfg.runs / f"expert_{game}", out=cfg.runs / f"expert_{game}" / "demonstrator",
+                       threads=cfg.threads)
+        model = train_demonstrator(tcfg)
+        train_returns = [ep["r"] for ep in model.ep_info_buffer]
+        demo = Demonstrator.from_sb3(model, tcfg)
+        pol = evaluate(demo.act, game, cfg.episodes, desc=f"{game} policy")
+        rnd = evaluate(random_act(model.action_space), game, cfg.episodes, desc=f"{game} random")
+        m = margin(pol.mean, rnd.mean, game)
+        rows.append({"game": game, "env_steps": int(model.num_timesteps), "policy_return": pol.mean,
+                     "policy_ci95": list(pol.ci95), "random_return": rnd.mean, "random_ci95": list(rnd.ci95),
+                     "train_return_last100": float(np.mean(train_returns)) if train_returns else None,
+                     "margin": m, "ships": bool(m >= SHIP_MARGIN), "easy_range": list(EASY_RETURN_RANGE[game])})
+        atomic_write_text(cfg.out, json.dumps(rows, indent=2))
+    print(f"\n| game | env steps | policy, unseen | random, same levels | margin (ship >= {SHIP_MARGIN}) |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['game']} | {r['env_steps']:,} | {r['policy_return']:.2f} | {r['random_return']:.2f} "
+              f"| {r['margin']:.2f} |")
+    return rows
+
+
+if __name__ == "__main__":
+    main(tyro.cli(ProbeConfig))
