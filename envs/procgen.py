@@ -49,6 +49,12 @@ EASY_RETURN_RANGE = {
 }
 
 
+def procgen_normalized(mean_return: float, env_name: str) -> float:
+    """``(R - R_min) / (R_max - R_min)`` with Procgen's easy-mode constants (Cobbe et al. 2020, App. C)."""
+    lo, hi = EASY_RETURN_RANGE[env_name]
+    return (mean_return - lo) / (hi - lo)
+
+
 def check_game(env_name: str, distribution_mode: str = "easy") -> None:
     """Raise ``ValueError`` naming the bad game or mode and the valid choices."""
     if env_name not in GAMES:

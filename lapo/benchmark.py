@@ -14,6 +14,15 @@ method             what it trains                                               
 ``ours``           LAM on frames -> latent BC -> k-shot action head (LAPO §3)             k
 =================  ====================================================================  =======
 
+Optional rows (``--methods``): ``ours_bins`` / ``ours_regression`` (continuous action heads),
+``clam`` (continuous LAM trained jointly with an action decoder on the k labels, the decoder acts)
+``ours_supervised`` (ours, with the k labels also supervising the LAM through that joint
+decoder: the label-efficient variant, :func:`jointly_supervised`), and the two RL rows (LAPO §3.4,
+:mod:`lapo.finetune`): ``ours_finetune`` (ours at ``finetune_k`` labels, then PPO for
+``finetune_frames`` env frames) and ``ppo_scratch`` (PPO from scratch, same frames and settings).
+For every k-independent row the table also gives the return normalized by Procgen's easy-mode
+constants, ``(R - R_min) / (R_max - R_min)``.
+
 The LAM and latent policy of a seed are trained once and reused for every k. All policies share
 one network (:class:`lapo.policy.PolicyConfig`), the supervised IDM copies the LAM's IDM network,
 and every BC stage on the whole video (oracle, IDM pseudo-labels, latent) trains for the same
@@ -52,19 +61,22 @@ from pathlib import Path
 
 import numpy as np
 
+from envs.demonstrator import PPOConfig
 from lapo.decoder import ActionHeadConfig
 from lapo.lam import LAMConfig, LAMTrainConfig
 from lapo.policy import PolicyConfig, PolicyTrainConfig
 
 REFERENCES = ("random", "demonstrator")
 TRAINED = ("oracle_bc", "bc", "idm", "ours")  # the default methods besides the references
-OPTIONAL = ("ours_bins", "ours_regression", "clam")  # further registered methods (registry: METHODS)
-K_METHODS = ("bc", "idm", "ours") + OPTIONAL  # methods whose result depends on k
+OPTIONAL = ("ours_bins", "ours_regression", "clam", "ours_supervised", "ours_finetune", "ppo_scratch")  # further registered methods (registry: METHODS)
+K_METHODS = ("bc", "idm", "ours", "ours_bins", "ours_regression", "clam", "ours_supervised")  # results depend on k
 METHOD_NAMES = {"random": "random", "demonstrator": "demonstrator", "oracle_bc": "oracle BC (all actions)",
                 "bc": "BC on k labels", "idm": "IDM on k labels -> BC", "ours": "latent policy + k-shot head",
                 "ours_bins": "latent policy + k-shot head (RT-1 bins)",
                 "ours_regression": "latent policy + k-shot head (regression)",
-                "clam": "CLAM: continuous LAM + joint action decoder"}
+                "clam": "CLAM: continuous LAM + joint action decoder",
+                "ours_supervised": "ours + k labels inside LAM training (LAOM-style)",
+                "ours_finetune": "ours + PPO fine-tune", "ppo_scratch": "PPO from scratch"}
 SWEEP_FIELDS = ("games", "ks", "seeds", "methods", "ours", "run_dir", "threads", "report_only")  # may change between reruns
 
 
@@ -110,6 +122,13 @@ class BenchmarkConfig:
     """k-shot action head (latent_dim and the action space are set from the LAM and the game)."""
     head_input: str = "policy"
     """Latents the head is fitted on: ``policy`` (π(o_t)) or ``idm`` (see :mod:`lapo.decoder`)."""
+    finetune_k: int = 256
+    """Labeled transitions of the ours agent that ``ours_finetune`` starts from."""
+    finetune_frames: int = 1_000_000
+    """Env frames of PPO for ``ours_finetune`` and ``ppo_scratch``."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO hyperparameters of both RL rows: the demonstrators' (its game, seed and threads are set
+    per cell)."""
     threads: int = 0
     """torch CPU threads (0 = torch's default, all cores)."""
     report_only: bool = False
@@ -336,32 +355,78 @@ def ours_head(continuous: str):
     return method
 
 
-def clam_method(run: GameRun, k: int, seed: int):
-    """CLAM (Liang et al. 2025): a LAM with continuous latents (``clam_lam``) trained jointly with an
-    action decoder on the k labels -> latent BC on its latents -> that decoder as the action head."""
-    import torch
+def jointly_supervised(lam_field: str, head: str, name: str):
+    """A method whose LAM is trained *with* the k labels (the joint action-decoder mechanism of
+    :func:`lapo.lam.train_lam`), then latent BC on its latents, then an action head:
 
-    from lapo import stages
-    from lapo.agent import Agent
+    - ``lam_field="clam_lam", head="decoder"``: CLAM (Liang et al. 2025): continuous latents, the
+      jointly trained decoder is the action head;
+    - ``lam_field="lam", head="fit"``: ours with label supervision inside the LAM (LAOM, Nikulin et
+      al. 2025: labels shape the latent actions): the same FSQ LAM as ``ours``, and the same k-shot
+      head fitted on the policy's latents as ``ours``, so the row isolates what the labels add to
+      the LAM itself.
+    """
+    def method(run: GameRun, k: int, seed: int):
+        import torch
 
-    cfg, subset = run.cfg, run.subset(k, seed)
-    d = run.dir / f"seed{seed}" / f"clam_k{k}"
-    lam, _ = stages.train_lam(run.ds, d / "lam", cfg.clam_lam, dataclasses.replace(cfg.lam_train, seed=seed),
-                              d / "tb", labeled=subset, head_cfg=cfg.head)
-    labels = stages.label(d / "lam", run.ds, d / "labels", device=cfg.lam_train.device)
-    policy = stages.latent_bc(run.ds, labels, d / "latent_policy", cfg.policy,
-                              dataclasses.replace(cfg.policy_train, seed=seed), pool=run.train_t)
-    decoder = lam.action_decoder.eval()
-    with torch.no_grad():
-        out = decoder(torch.as_tensor(np.asarray(labels.latents[run.test_t]), dtype=torch.float32,
-                                      device=next(decoder.parameters()).device))
-    pred = decoder.coding.decode(out, deterministic=True)
-    return Agent(policy, decoder), action_agreement(pred, run.test_actions(), run.coding.space)
+        from lapo import stages
+        from lapo.agent import Agent
+        from lapo.decoder import probe_scores
+
+        cfg, subset = run.cfg, run.subset(k, seed)
+        d = run.dir / f"seed{seed}" / f"{name}_k{k}"
+        lam, _ = stages.train_lam(run.ds, d / "lam", getattr(cfg, lam_field), dataclasses.replace(cfg.lam_train, seed=seed),
+                                  d / "tb", labeled=subset, head_cfg=cfg.head)
+        labels = stages.label(d / "lam", run.ds, d / "labels", device=cfg.lam_train.device)
+        policy = stages.latent_bc(run.ds, labels, d / "latent_policy", cfg.policy,
+                                  dataclasses.replace(cfg.policy_train, seed=seed), pool=run.train_t)
+        test_latents = np.asarray(labels.latents[run.test_t])
+        if head == "fit":
+            agent = stages.fit_head(policy, run.ds, labels, subset, cfg.head, cfg.head_input, seed)
+            probe = probe_scores(np.asarray(labels.latents[subset.indices]), subset.actions, test_latents,
+                                 run.test_actions(), run.coding.space)
+            return agent, probe.get("probe_accuracy", probe.get("probe_direction_accuracy"))
+        decoder = lam.action_decoder.eval()
+        with torch.no_grad():
+            out = decoder(torch.as_tensor(test_latents, dtype=torch.float32, device=next(decoder.parameters()).device))
+        pred = decoder.coding.decode(out, deterministic=True)
+        return Agent(policy, decoder), action_agreement(pred, run.test_actions(), run.coding.space)
+
+    method.__doc__ = jointly_supervised.__doc__
+    return method
+
+
+def ppo_method(name: str):
+    """``ours_finetune`` (``name="agent"``: ours at ``finetune_k`` labels, fine-tuned) or ``ppo_scratch``
+    (``name="scratch"``): :func:`lapo.finetune.finetune` for ``finetune_frames`` env frames, resumable
+    under ``run_dir/GAME/seedS/ppo``; returns the final PPO policy's act function."""
+    def method(run: GameRun, k, seed: int):
+        import torch
+
+        from lapo.finetune import FinetuneConfig, finetune, load_finetuned
+
+        cfg = run.cfg
+        d = run.dir / f"seed{seed}" / "ppo"
+        if name == "agent" and not (d / "agent" / "ppo_checkpoint.zip").exists():
+            agent, _ = ours_method(run, cfg.finetune_k, seed)
+            agent.save_pretrained(d / f"ours_k{cfg.finetune_k}")
+        ppo = {**dataclasses.asdict(cfg.ppo), "env_name": run.game, "distribution_mode": cfg.distribution_mode,
+               "seed": seed, "threads": cfg.threads or torch.get_num_threads()}
+        ft = FinetuneConfig(**ppo, agent=d / f"ours_k{cfg.finetune_k}", run_dir=d, runs=(name,),
+                            total_timesteps=cfg.finetune_frames, eval_every=cfg.finetune_frames,
+                            eval_episodes=cfg.eval_episodes, demonstrator=run.demonstrator_dir)
+        finetune(ft)
+        return load_finetuned(d / name), None
+
+    method.__doc__ = ppo_method.__doc__
+    return method
 
 
 METHODS = {"random": random_method, "demonstrator": demonstrator_method, "oracle_bc": oracle_bc_method,
            "bc": bc_method, "idm": idm_method, "ours": ours_method, "ours_bins": ours_head("bins"),
-           "ours_regression": ours_head("regression"), "clam": clam_method}
+           "ours_regression": ours_head("regression"), "clam": jointly_supervised("clam_lam", "decoder", "clam"),
+           "ours_supervised": jointly_supervised("lam", "fit", "supervised"),
+           "ours_finetune": ppo_method("agent"), "ppo_scratch": ppo_method("scratch")}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -380,8 +445,9 @@ def check_run_dir(cfg: BenchmarkConfig) -> None:
     settings = {k: v for k, v in jsonable(cfg).items() if k not in SWEEP_FIELDS}
     path = Path(cfg.run_dir) / "benchmark_config.json"
     if path.is_file():
-        old = json.loads(path.read_text())
-        diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+        # a setting added after the run was made counts as its default there
+        old = {**jsonable(BenchmarkConfig()), **json.loads(path.read_text())}
+        diff = sorted(k for k in set(settings) if old.get(k) != settings.get(k))
         if diff:
             raise ValueError(f"{cfg.run_dir} holds a benchmark run with other settings ({', '.join(diff)}); "
                              "its cells would not be comparable. Use another --run-dir, or the same settings")
@@ -449,6 +515,7 @@ def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
     Raises:
         ValueError: two methods of one (game, seed) were evaluated on different levels.
     """
+    from envs.procgen import procgen_normalized
     from lapo.stats import bootstrap_ci, normalized_return
 
     by_key: dict[tuple, list[dict]] = {}
@@ -477,6 +544,7 @@ def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
             rows.append({"game": game, "method": method, "k": k, "seeds": [c["seed"] for c in group],
                          "mean_return": mean, "ci95": [lo, hi], "per_seed_mean_return": [c["mean_return"] for c in group],
                          "normalized_return": norm[0], "normalized_ci95": norm[1:],
+                         "normalized_procgen": procgen_normalized(mean, game),
                          "episodes": sum(len(c["returns"]) for c in group), **acc,
                          "train_seconds": sum(c["train_seconds"] for c in group),
                          "eval_seconds": sum(c["eval_seconds"] for c in group)})
@@ -536,6 +604,13 @@ def format_results(results: dict) -> str:
                 continue
             out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(_accuracies(cells.get(k, cells.get(None)))
                                                                  for k in ks) + " |")
+        fixed = [r for m in REFERENCES + TRAINED + OPTIONAL for r in rows
+                 if r["game"] == game and r["method"] == m and r["k"] is None]
+        out += ["", "rows without k: normalized by the references / by Procgen's easy-mode constants", "",
+                "| method | mean return | normalized (random 0, demonstrator 1) | normalized ((R - R_min) / (R_max - R_min)) |",
+                "|---|---|---|---|"]
+        out += [f"| {METHOD_NAMES[r['method']]} | {r['mean_return']:.2f} | {r['normalized_return']:.2f} | "
+                f"{r['normalized_procgen']:.2f} |" for r in fixed]
         out.append("")
     avg = results["average_over_games"]
     if avg:
@@ -556,7 +631,8 @@ def _accuracies(row: dict) -> str:
 
 def plot_results(results: dict, path: Path) -> Path:
     """PNG: normalized return vs k (log axis), one line per method with its 95% CI band, one panel
-    per game plus the average; oracle BC dashed, random 0 and demonstrator 1 as grey lines."""
+    per game plus the average; rows without k (oracle BC, the RL rows) dashed, random 0 and
+    demonstrator 1 as grey lines."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -567,7 +643,7 @@ def plot_results(results: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), squeeze=False)
     colors = {"bc": "tab:blue", "idm": "tab:orange", "ours": "tab:green", "oracle_bc": "tab:purple"}
     for ax, panel in zip(axes[0], panels):
-        for method in ("oracle_bc",) + K_METHODS:
+        for method in ("oracle_bc", "ours_finetune", "ppo_scratch") + K_METHODS:
             if panel == "average":
                 pts = sorted((a["k"], a["normalized_return"], None, None) for a in results["average_over_games"]
                              if a["method"] == method and a["k"] is not None)

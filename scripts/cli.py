@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                   "GIF of codes, latent embedding, code-vs-action matrix"),
     "evaluate": ("scripts.evaluate:Args", "scripts.evaluate:main", "returns on unseen levels"),
     "quickstart": ("lapo.pipeline:QuickstartConfig", "scripts.quickstart:main", "the whole pipeline on CoinRun"),
+    "finetune": ("lapo.finetune:FinetuneConfig", "scripts.finetune:main",
+                 "PPO from a saved agent beside PPO from scratch (resumable; curve.png)"),
     "benchmark": ("lapo.benchmark:PRESETS", "scripts.benchmark:main",
                   "all methods × k × seeds per game (presets: cpu, paper)"),
     "wm train": ("worldmodel.pipeline:PRESETS", "scripts.wm:train_main",

@@ -36,7 +36,8 @@ def read_cells(cfg):
 
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory):
-    cfg = tiny_config(tmp_path_factory.mktemp("bench") / "clean")
+    # ours_supervised: the k labels also enter LAM training, and still no other action may
+    cfg = tiny_config(tmp_path_factory.mktemp("bench") / "clean", methods=TRAINED + ("ours_supervised",))
     return cfg, run_benchmark(cfg)
 
 
@@ -77,20 +78,21 @@ def test_rerun_resumes_and_a_new_k_adds_only_its_cells(clean_run):
     for c, stamp in stamps.items():
         assert cell_path(cfg.run_dir, "coinrun", *c).stat().st_mtime_ns == stamp, c
     new = set(cells_of(more, "coinrun")) - set(stamps)
-    assert new == {(m, 16, 0) for m in ("bc", "idm", "ours")}
+    assert new == {(m, 16, 0) for m in ("bc", "idm", "ours", "ours_supervised")}
     row = next(r for r in again["rows"] if r["method"] == "ours" and r["k"] == 16)
     assert row["episodes"] == cfg.eval_episodes and 0 <= row["probe_accuracy"] <= 1
     assert (cfg.run_dir / "results.md").read_text().count("| latent policy + k-shot head |") == 3
     assert (cfg.run_dir / "normalized_return.png").stat().st_size > 0
     report = run_benchmark(dataclasses.replace(cfg, ks=(8, 32), report_only=True))
-    assert sorted(report["missing_cells"]) == [f"cells/coinrun/{m}/k32/seed0.json" for m in ("bc", "idm", "ours")]
+    assert sorted(report["missing_cells"]) == [f"cells/coinrun/{m}/k32/seed0.json"
+                                                 for m in ("bc", "idm", "ours", "ours_supervised")]
     assert not cell_path(cfg.run_dir, "coinrun", "ours", 32, 0).exists()
 
 
 def test_results_hold_every_method_on_the_same_levels(clean_run):
     cfg, results = clean_run
     methods = {r["method"] for r in results["rows"]}
-    assert methods == {"random", "demonstrator", "oracle_bc", "bc", "idm", "ours"}
+    assert methods == {"random", "demonstrator", "oracle_bc", "bc", "idm", "ours", "ours_supervised"}
     ref = results["references"]["coinrun"]
     for r in results["rows"]:
         expected = (r["mean_return"] - ref["random"]) / (ref["demonstrator"] - ref["random"])
@@ -152,3 +154,32 @@ def test_labeled_subset_draws_from_the_pool_only(encoded_dataset):
         ds.labeled_subset(1, pool=np.array([4]))  # the last frame of episode 0 is no transition
     with pytest.raises(ValueError, match="k=7"):
         ds.labeled_subset(7, pool=pool)
+
+
+def test_rl_rows_fine_tune_ours_and_train_ppo_from_scratch(tmp_path):
+    from envs.demonstrator import PPOConfig
+
+    cfg = tiny_config(tmp_path / "rl", methods=("ours_finetune", "ppo_scratch"), finetune_k=8, finetune_frames=64,
+                      ppo=PPOConfig(num_envs=4, n_steps=16, batch_size=32, n_epochs=1, save_every=64))
+    results = run_benchmark(cfg)
+    rows = {r["method"]: r for r in results["rows"]}
+    assert set(rows) == {"random", "demonstrator", "ours_finetune", "ppo_scratch"}
+    for name in ("agent", "scratch"):  # the PPO runs, trained to the frame budget
+        curve = json.loads((cfg.run_dir / "coinrun" / "seed0" / "ppo" / name / "curve.json").read_text())
+        assert curve[-1]["frames"] == 64
+    assert rows["ours_finetune"]["k"] is None
+    assert rows["ppo_scratch"]["normalized_procgen"] == pytest.approx((rows["ppo_scratch"]["mean_return"] - 5) / 5)
+    assert "R_max - R_min" in (cfg.run_dir / "results.md").read_text()
+
+
+def test_a_setting_added_after_a_run_counts_as_its_default(clean_run):
+    cfg, _ = clean_run
+    path = cfg.run_dir / "benchmark_config.json"
+    stored = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in stored.items() if k not in ("ppo", "finetune_frames")}))
+    try:
+        run_benchmark(dataclasses.replace(cfg, report_only=True))  # accepted: the defaults match
+        with pytest.raises(ValueError, match="finetune_frames"):
+            run_benchmark(dataclasses.replace(cfg, finetune_frames=5, report_only=True))
+    finally:
+        path.write_text(json.dumps(stored))
