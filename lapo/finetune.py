@@ -65,6 +65,10 @@ class FinetuneConfig(PPOConfig):
     """Unseen-level episodes per evaluation (the same levels at every point and for every run)."""
     demonstrator: Path | None = None
     """Normalization reference (default: the game's shipped demonstrator; measured on the same levels)."""
+    critic_warmup: int = 50_000
+    """Env frames during which only the fresh value head learns (the actor, trunk included, is
+    frozen), so early, uninformed advantages do not erode the pretrained policy (LAPO §3.4's stage
+    3 likewise trains its value head before its policy layers). 0 = off; PPO from scratch has none."""
     refit_head_lam: Path | None = None
     """LAM checkpoint whose IDM labels the agent's own transitions to refit the action head after
     every rollout (None: the head is trained by PPO only)."""
@@ -77,6 +81,8 @@ class FinetuneConfig(PPOConfig):
         bad = [r for r in self.runs if r not in RUNS]
         if bad or not self.runs:
             raise ValueError(f"runs {list(self.runs)}: choose from {list(RUNS)}")
+        if self.critic_warmup < 0:
+            raise ValueError(f"critic_warmup must be >= 0, got {self.critic_warmup}")
         for name in ("total_timesteps", "eval_every", "eval_episodes", "refit_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -208,6 +214,25 @@ def eval_callback(cfg: FinetuneConfig, curve: Curve, refs: dict, writer):
     return EvalCallback(), run_eval
 
 
+def critic_warmup_callback(cfg: FinetuneConfig):
+    """SB3 callback: before each PPO update, freeze the actor (trunk + action net) while
+    ``num_timesteps <= cfg.critic_warmup``, so those updates train the value head only."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class CriticWarmup(BaseCallback):
+        def _on_rollout_end(self) -> None:  # runs between collecting a rollout and the update on it
+            policy = self.model.policy
+            frozen = self.model.num_timesteps <= cfg.critic_warmup
+            for module in (policy.features_extractor, policy.action_net):
+                module.requires_grad_(not frozen)
+            self.logger.record("train/actor_frozen", float(frozen))
+
+        def _on_step(self) -> bool:
+            return True
+
+    return CriticWarmup()
+
+
 def head_refit_callback(cfg: FinetuneConfig):
     """SB3 callback: after each rollout, label the rollout's transitions ``o_t -> o_{t+1}`` (same
     episode) with the IDM's latent and refit the action net's head on ``(z, a_t)`` (cross-entropy,
@@ -220,6 +245,11 @@ def head_refit_callback(cfg: FinetuneConfig):
     lam = for_inference(LatentActionModel.from_pretrained(cfg.refit_head_lam))
 
     class RefitHead(BaseCallback):
+        def _init_callback(self) -> None:
+            if not isinstance(self.model.policy.action_net, nn.Sequential):
+                raise ValueError(f"refit_head_lam needs a latent agent (policy + action head); {cfg.agent} "
+                                 "is a BC agent without a head")
+
         def _on_rollout_end(self) -> None:
             buf = self.model.rollout_buffer
             obs = np.asarray(buf.observations)  # (T, N, 3, H, W) uint8 (SB3 stores the transposed frames)
@@ -237,12 +267,15 @@ def head_refit_callback(cfg: FinetuneConfig):
             head = self.model.policy.action_net[1]
             y = torch.from_numpy(acts[t, n])
             opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
-            head.train()
+            trainable = [p.requires_grad for p in head.parameters()]  # False while the critic warms up
+            head.train().requires_grad_(True)
             for _ in range(cfg.refit_steps):
                 loss = head.coding.loss(head(z), y)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
+            for p, flag in zip(head.parameters(), trainable):
+                p.requires_grad_(flag)
             self.logger.record("train/head_refit_loss", float(loss.detach()))
 
         def _on_step(self) -> bool:
@@ -283,6 +316,8 @@ def train_run(cfg: FinetuneConfig, name: str, refs: dict):
     writer = summary_writer(run_dir / "tb" / "eval")
     callback, run_eval = eval_callback(cfg, curve, refs, writer)
     callbacks = [callback]
+    if name == "agent" and cfg.critic_warmup:
+        callbacks.append(critic_warmup_callback(cfg))
     if name == "agent" and cfg.refit_head_lam is not None:
         callbacks.append(head_refit_callback(cfg))
     model = learn_ppo(cfg, run_dir, cfg.total_timesteps, new_model, callbacks, desc=f"finetune {name}")

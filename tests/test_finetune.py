@@ -107,3 +107,24 @@ def test_bad_runs_and_box_agents_are_refused(tmp_path):
     Agent(Policy(PolicyConfig(channels=(8, 8, 8), hidden=16, out_dim=4)), head).save_pretrained(tmp_path / "agent")
     with pytest.raises(ValueError, match="Discrete"):
         finetune(tiny_cfg(tmp_path, runs=("agent",)))
+
+
+def test_critic_warmup_trains_only_the_value_head(tmp_path):
+    import dataclasses
+
+    from stable_baselines3 import PPO
+
+    agent = tiny_agent(tmp_path / "agent")
+    cfg = dataclasses.replace(tiny_cfg(tmp_path), runs=("agent",), total_timesteps=64, critic_warmup=64)
+    finetune(cfg)
+    policy = PPO.load(tmp_path / "ft" / "agent" / "ppo_checkpoint.zip", device="cpu").policy
+    for mine, theirs in ((policy.features_extractor.convs, agent.policy.net.convs), (policy.action_net[1], agent.head)):
+        assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in mine.state_dict().items())
+    # the value head did learn: it differs from its initialization (the same seeded construction)
+    from envs.demonstrator import make_training_env
+    from envs.io import jsonable
+    from lapo.finetune import AgentPolicy
+
+    init = PPO(AgentPolicy, make_training_env(cfg, tmp_path), policy_kwargs={"agent_config": jsonable(agent.to_config())},
+               **cfg.ppo_kwargs()).policy.value_net
+    assert not torch.equal(init.weight, policy.value_net.weight)
