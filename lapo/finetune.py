@@ -65,6 +65,10 @@ class FinetuneConfig(PPOConfig):
     """Unseen-level episodes per evaluation (the same levels at every point and for every run)."""
     demonstrator: Path | None = None
     """Normalization reference (default: the game's shipped demonstrator; measured on the same levels)."""
+    pretrained_lr_scale: float = 0.1
+    """The pretrained actor (trunk, latent layer, head) learns at this fraction of PPO's learning
+    rate, the fresh value head at the full rate (LAPO §3.4's stage 3 uses lr/10 for its pretrained
+    linear layer and freezes its conv stack). 1.0 = one rate for all."""
     critic_warmup: int = 50_000
     """Env frames during which only the fresh value head learns (the actor, trunk included, is
     frozen), so early, uninformed advantages do not erode the pretrained policy (LAPO §3.4's stage
@@ -81,6 +85,8 @@ class FinetuneConfig(PPOConfig):
         bad = [r for r in self.runs if r not in RUNS]
         if bad or not self.runs:
             raise ValueError(f"runs {list(self.runs)}: choose from {list(RUNS)}")
+        if not 0 < self.pretrained_lr_scale <= 1:
+            raise ValueError(f"pretrained_lr_scale must be in (0, 1], got {self.pretrained_lr_scale}")
         if self.critic_warmup < 0:
             raise ValueError(f"critic_warmup must be >= 0, got {self.critic_warmup}")
         for name in ("total_timesteps", "eval_every", "eval_episodes", "refit_steps"):
@@ -109,8 +115,9 @@ class AgentPolicy(ActorCriticPolicy):
     = a fresh linear layer on the same features. Rebuilt from ``agent_config`` alone, so SB3 saves and
     loads it like any policy; :func:`load_agent_weights` copies the agent's weights in."""
 
-    def __init__(self, observation_space, action_space, lr_schedule, agent_config: dict, **kwargs):
-        self.agent_config = agent_config
+    def __init__(self, observation_space, action_space, lr_schedule, agent_config: dict,
+                 pretrained_lr_scale: float = 1.0, **kwargs):
+        self.agent_config, self.pretrained_lr_scale = agent_config, pretrained_lr_scale
         kwargs.update(features_extractor_class=AgentTrunk, features_extractor_kwargs={"agent_config": agent_config},
                       net_arch=[], share_features_extractor=True, ortho_init=False)
         super().__init__(observation_space, action_space, lr_schedule, **kwargs)
@@ -122,7 +129,25 @@ class AgentPolicy(ActorCriticPolicy):
         agent = Agent.from_config(self.agent_config)
         out = agent.policy.net.head[2]  # hidden -> latent (or -> action logits for a BC agent)
         self.action_net = nn.Sequential(out, agent.head) if agent.head is not None else out
-        self.optimizer = self.optimizer_class(self.parameters(), lr=lr_schedule(1), **self.optimizer_kwargs)
+        pretrained = [*self.features_extractor.parameters(), *self.action_net.parameters()]
+        rest = [p for p in self.parameters() if all(p is not q for q in pretrained)]  # the value head
+        self.optimizer = ScaledAdam([{"params": pretrained, "lr_scale": self.pretrained_lr_scale}, {"params": rest}],
+                                    lr=lr_schedule(1), **self.optimizer_kwargs)
+
+
+class ScaledAdam(torch.optim.Adam):
+    """Adam whose parameter groups may carry an ``lr_scale``. SB3 sets one learning rate on every
+    group before each update (its schedule); each group then steps at ``lr × lr_scale``."""
+
+    def step(self, closure=None):
+        base = [g["lr"] for g in self.param_groups]
+        for g in self.param_groups:
+            g["lr"] = g["lr"] * g.get("lr_scale", 1.0)
+        try:
+            return super().step(closure)
+        finally:
+            for g, lr in zip(self.param_groups, base):
+                g["lr"] = lr
 
 
 def load_agent_weights(policy, agent) -> None:
@@ -301,8 +326,9 @@ def train_run(cfg: FinetuneConfig, name: str, refs: dict):
         agent = Agent.from_pretrained(cfg.agent)
         if agent.coding.is_box:
             raise ValueError(f"{cfg.agent} acts in a Box space; lapo finetune fine-tunes Procgen (Discrete) agents")
-        model = PPO(AgentPolicy, env, tensorboard_log=tb,
-                    policy_kwargs={"agent_config": jsonable(agent.to_config())}, **cfg.ppo_kwargs())
+        model = PPO(AgentPolicy, env, tensorboard_log=tb, **cfg.ppo_kwargs(),
+                    policy_kwargs={"agent_config": jsonable(agent.to_config()),
+                                   "pretrained_lr_scale": cfg.pretrained_lr_scale})
         load_agent_weights(model.policy, agent)
         return model
 

@@ -128,3 +128,18 @@ def test_critic_warmup_trains_only_the_value_head(tmp_path):
     init = PPO(AgentPolicy, make_training_env(cfg, tmp_path), policy_kwargs={"agent_config": jsonable(agent.to_config())},
                **cfg.ppo_kwargs()).policy.value_net
     assert not torch.equal(init.weight, policy.value_net.weight)
+
+
+def test_pretrained_parameters_step_at_their_learning_rate_scale():
+    from stable_baselines3.common.utils import update_learning_rate
+
+    from lapo.finetune import ScaledAdam
+
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))
+    opt = ScaledAdam([{"params": [a], "lr_scale": 0.1}, {"params": [b]}], lr=1.0)
+    update_learning_rate(opt, 1e-2)  # what SB3 does before each update: one rate on every group
+    (a.sum() + b.sum()).backward()
+    opt.step()
+    torch.testing.assert_close(b.detach(), torch.full((3,), -1e-2))  # Adam's first step: lr × sign(grad)
+    torch.testing.assert_close(a.detach(), torch.full((3,), -1e-3))
+    assert [g["lr"] for g in opt.param_groups] == [1e-2, 1e-2]
