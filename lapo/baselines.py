@@ -18,6 +18,15 @@ import torch
 import torch.nn as nn
 
 from envs.pretrained import Pretrained
+
+K_LABEL_STEPS = {"bc": 250, "idm": 250, "head": 500}
+"""The model-selection rule every method trained on the k labels shares, in the quickstart and the
+benchmark: a fixed number of optimizer steps, tuned once on a development game (CoinRun, k = 64 and
+256, development levels [2M, 2.1M) that no evaluation touches) and then frozen —
+``python -m scripts.tune_baselines`` (``docs/tune_baselines.json``): BC on k labels 250 steps
+(dev return 6.3 vs 4.8 / 2.8 / 2.6 at 500 / 1500 / 3000), the supervised IDM 250 (held-out accuracy
+0.233 vs 0.214 / 0.198 at 500 / 1500), the k-shot head of ours 500 (6.95 vs 6.8 / 4.0 at 100 /
+2000; :class:`lapo.decoder.ActionHeadConfig`'s default)."""
 from lapo.nets import build_encoder, to_float
 from lapo.policy import PolicyConfig
 

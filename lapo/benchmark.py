@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 
 from envs.demonstrator import PPOConfig
+from lapo.baselines import K_LABEL_STEPS
 from lapo.decoder import ActionHeadConfig
 from lapo.lam import LAMConfig, LAMTrainConfig
 from lapo.policy import PolicyConfig, PolicyTrainConfig
@@ -114,10 +115,11 @@ class BenchmarkConfig:
     """The one policy network of every method (``out_dim`` is set per use)."""
     policy_train: PolicyTrainConfig = field(default_factory=lambda: PolicyTrainConfig(steps=2000))
     """BC on the whole video: latent BC, oracle BC, BC on IDM pseudo-labels."""
-    bc_train: PolicyTrainConfig = field(default_factory=lambda: PolicyTrainConfig(steps=500))
-    """BC on the k labeled transitions."""
-    idm_train: PolicyTrainConfig = field(default_factory=lambda: PolicyTrainConfig(steps=500, batch_size=64))
-    """Supervised IDM on the k labeled transitions."""
+    bc_train: PolicyTrainConfig = field(default_factory=lambda: PolicyTrainConfig(steps=K_LABEL_STEPS["bc"]))
+    """BC on the k labeled transitions (frozen budget, :data:`lapo.baselines.K_LABEL_STEPS`)."""
+    idm_train: PolicyTrainConfig = field(default_factory=lambda: PolicyTrainConfig(steps=K_LABEL_STEPS["idm"],
+                                                                                  batch_size=64))
+    """Supervised IDM on the k labeled transitions (frozen budget, :data:`lapo.baselines.K_LABEL_STEPS`)."""
     head: ActionHeadConfig = field(default_factory=ActionHeadConfig)
     """k-shot action head (latent_dim and the action space are set from the LAM and the game)."""
     head_input: str = "policy"

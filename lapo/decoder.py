@@ -161,7 +161,7 @@ class ActionHeadConfig:
     hidden: int = 128
     """MLP hidden width (0 = linear head)."""
     steps: int = 500
-    """Full-batch AdamW steps when fitting."""
+    """Full-batch AdamW steps when fitting (the frozen k-label budget, :data:`lapo.baselines.K_LABEL_STEPS`)."""
     lr: float = 3e-3
     """AdamW learning rate (constant)."""
     weight_decay: float = 1e-3

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from envs.collect import CollectConfig
+from lapo.baselines import K_LABEL_STEPS
 from lapo.decoder import ActionHeadConfig
 from lapo.lam import LAMConfig, LAMTrainConfig
 from lapo.policy import PolicyConfig, PolicyTrainConfig
@@ -48,8 +49,9 @@ class QuickstartConfig:
     """Policy network (latent policy and BC baseline share it; out_dim is set per use)."""
     policy_train: PolicyTrainConfig = field(default_factory=PolicyTrainConfig)
     """Latent behaviour cloning."""
-    bc_train: PolicyTrainConfig = field(default_factory=lambda: PolicyTrainConfig(steps=1500))
-    """BC on the k labeled transitions (baseline)."""
+    bc_train: PolicyTrainConfig = field(default_factory=lambda: PolicyTrainConfig(steps=K_LABEL_STEPS["bc"]))
+    """BC on the k labeled transitions (baseline; the frozen budget of :data:`lapo.baselines.K_LABEL_STEPS`,
+    the benchmark's too)."""
     head: ActionHeadConfig = field(default_factory=ActionHeadConfig)
     """k-shot action head (latent_dim is taken from the LAM)."""
     compare_idm_head: bool = True
@@ -129,20 +131,23 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         writer.close()
     lap("bc_k")
     # --- evaluate on unseen levels, every agent on the same levels ---
-    torch.manual_seed(cfg.seed)  # the agents' action sampling
     demo = Demonstrator.from_pretrained(demo_dir)
     ev = dict(env_name=env_name, episodes=cfg.eval_episodes, distribution_mode=cfg.collect.distribution_mode,
               seed=cfg.seed)
+
+    def evaluate(act, **kw):
+        torch.manual_seed(cfg.seed)  # each agent's action sampling starts from the same seed, so no
+        return stages.evaluate(act, **ev, **kw)  # row's number depends on the rows evaluated before it
     ours = f"latent policy + k-shot head (k={cfg.k})"
     results = {
-        "random": stages.evaluate(random_act(agent.coding.space, cfg.seed), desc="eval random", **ev),
-        "demonstrator": stages.evaluate(demo.act, desc="eval demonstrator", **ev),
-        f"BC on k={cfg.k} labels": stages.evaluate(bc.act, desc="eval bc", **ev),
-        ours: stages.evaluate(agent.act, record=True, desc="eval ours", **ev),
+        "random": evaluate(random_act(agent.coding.space, cfg.seed), desc="eval random"),
+        "demonstrator": evaluate(demo.act, desc="eval demonstrator"),
+        f"BC on k={cfg.k} labels": evaluate(bc.act, desc="eval bc"),
+        ours: evaluate(agent.act, record=True, desc="eval ours"),
     }
     if cfg.compare_idm_head:
-        results[f"latent policy + k-shot head on IDM latents (k={cfg.k})"] = stages.evaluate(
-            idm_agent.act, desc="eval ours (IDM-latent head)", **ev)
+        results[f"latent policy + k-shot head on IDM latents (k={cfg.k})"] = evaluate(
+            idm_agent.act, desc="eval ours (IDM-latent head)")
     lap("evaluate")
     r_rand, r_demo = results["random"].mean, results["demonstrator"].mean
     table = [{"method": name, **res.summary(), "normalized_return": normalized_return(res.mean, r_rand, r_demo)}

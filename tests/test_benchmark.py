@@ -183,3 +183,14 @@ def test_a_setting_added_after_a_run_counts_as_its_default(clean_run):
             run_benchmark(dataclasses.replace(cfg, finetune_frames=5, report_only=True))
     finally:
         path.write_text(json.dumps(stored))
+
+
+def test_quickstart_and_benchmark_share_the_frozen_k_label_budgets():
+    from lapo.baselines import K_LABEL_STEPS
+    from lapo.benchmark import cpu_preset
+    from lapo.pipeline import QuickstartConfig
+
+    bench, quick = cpu_preset(), QuickstartConfig()
+    assert bench.bc_train.steps == quick.bc_train.steps == K_LABEL_STEPS["bc"]
+    assert bench.idm_train.steps == K_LABEL_STEPS["idm"]
+    assert bench.head.steps == quick.head.steps == ActionHeadConfig().steps == K_LABEL_STEPS["head"]
