@@ -34,13 +34,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from gymnasium.spaces import Discrete
 
 from envs.demonstrator import PPOConfig, learn_ppo  # imports Procgen first: no gym banner below
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from envs.io import atomic_write_text, jsonable
-from envs.procgen import procgen_normalized
+from envs.procgen import N_ACTIONS, procgen_normalized
 
 RUNS = ("agent", "scratch")
 
@@ -167,10 +168,13 @@ class Curve:
     """Evaluation points of one run, ``curve.json``: ``[{frames, mean_return, ci95, normalized_procgen,
     normalized_demonstrator}]``; points past the resumed checkpoint are dropped."""
 
-    def __init__(self, path: Path, frames_now: int):
+    def __init__(self, path: Path):
         self.path = path
-        points = json.loads(path.read_text()) if path.exists() else []
-        self.points = [p for p in points if p["frames"] <= frames_now]
+        self.points = json.loads(path.read_text()) if path.exists() else []
+
+    def truncate(self, frames_now: int) -> None:
+        """Drop points past ``frames_now`` (the frames of the checkpoint training resumes from)."""
+        self.points = [p for p in self.points if p["frames"] <= frames_now]
 
     def add(self, point: dict) -> None:
         self.points.append(point)
@@ -196,9 +200,7 @@ def references(cfg: FinetuneConfig) -> dict:
     demo = Demonstrator.from_pretrained(demo_dir)
     ev = dict(env_name=cfg.env_name, num_episodes=cfg.eval_episodes, distribution_mode=cfg.distribution_mode,
               seed=cfg.seed)
-    from gymnasium.spaces import Discrete
-
-    out = {"key": key, "random": evaluate(random_act(Discrete(15), cfg.seed), desc="eval random", **ev).mean,
+    out = {"key": key, "random": evaluate(random_act(Discrete(N_ACTIONS), cfg.seed), desc="eval random", **ev).mean,
            "demonstrator": evaluate(demo.act, desc="eval demonstrator", **ev).mean}
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(out, indent=2))
@@ -229,6 +231,9 @@ def eval_callback(cfg: FinetuneConfig, curve: Curve, refs: dict, writer):
         writer.flush()
 
     class EvalCallback(BaseCallback):
+        def _on_training_start(self) -> None:
+            curve.truncate(int(self.model.num_timesteps))
+
         def _on_rollout_start(self) -> None:
             if self.model.num_timesteps >= curve.last_frames + cfg.eval_every or not curve.points:
                 run_eval(self.model)
@@ -332,13 +337,7 @@ def train_run(cfg: FinetuneConfig, name: str, refs: dict):
         load_agent_weights(model.policy, agent)
         return model
 
-    ckpt_frames = 0
-    if (run_dir / "ppo_checkpoint.zip").exists():
-        import zipfile
-
-        with zipfile.ZipFile(run_dir / "ppo_checkpoint.zip") as z:
-            ckpt_frames = int(json.loads(z.read("data"))["num_timesteps"])
-    curve = Curve(run_dir / "curve.json", ckpt_frames)
+    curve = Curve(run_dir / "curve.json")
     writer = summary_writer(run_dir / "tb" / "eval")
     callback, run_eval = eval_callback(cfg, curve, refs, writer)
     callbacks = [callback]
