@@ -46,8 +46,12 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def save_checkpoint(path: str | os.PathLike, kind: str, config: Any, model: nn.Module, **extra) -> Path:
     """Atomically write ``config.json`` (kind, config, extra) + ``model.safetensors``; the directory
     is replaced in one rename, so a reader sees the old checkpoint or the new one, never a mix."""
+    import copy
+
     from safetensors.torch import save_model
 
+    if not all(t.is_contiguous() for t in model.state_dict().values()):  # safetensors stores the
+        model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)  # default layout only
     with atomic_dir(path) as tmp:
         save_model(model, str(tmp / "model.safetensors"))
         meta = {"kind": kind, "config": jsonable(config), **jsonable(extra)}

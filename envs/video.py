@@ -9,7 +9,17 @@ Conversion rule (``VideoConfig``), applied to every decoded frame in this order:
    alpha is dropped.
 3. **Geometry** to ``size × size``: ``crop`` (default) takes the centred square and resizes it;
    ``letterbox`` pads the short side with black to a square, then resizes; ``resize`` stretches.
-   Resampling is Pillow's bilinear filter with antialiasing (area-like when shrinking).
+   Resampling (``resampler``): ``swscale`` (default) converts colour and size in one FFmpeg call per
+   frame with its bilinear filter, which widens with the shrink factor (antialiased, area-like), then
+   cuts out or pads the centred square (so in ``crop`` mode the outermost columns blend in a little
+   of what lies beyond the cut); ``pillow`` takes FFmpeg's RGB at the source size, crops or pads,
+   and resizes with Pillow's antialiased bilinear filter (the rule before 2026-11-26). The two
+   differ by a few levels per pixel (tested).
+
+Speed (``scripts/profile_stages.py``; this 2-core AVX2 CPU): PyAV >= 17 gives every conversion a
+thread pool unless told ``threads=1``, which made a 64×64 frame's RGB conversion cost ~250 µs
+instead of ~12 µs, so every conversion here passes ``threads=1``. Decoder threads
+(``decode_threads``) pay only for large frames.
 
 Each kept frame comes with its source frame index and timestamp in seconds. Decoding streams:
 memory does not grow with video length.
@@ -42,6 +52,7 @@ import numpy as np
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".gif", ".mov")
 MODES = ("crop", "letterbox", "resize")
+RESAMPLERS = ("swscale", "pillow")
 
 
 class VideoError(ValueError):
@@ -60,10 +71,20 @@ class VideoConfig:
     """Resample to this many frames per second by timestamp (None = keep the source rate)."""
     stride: int = 1
     """Keep every stride-th frame after frame-rate resampling."""
+    resampler: str = "swscale"
+    """``swscale`` (FFmpeg converts colour and size in one call) or ``pillow`` (FFmpeg RGB at the source
+    size, then Pillow's antialiased bilinear resize: the earlier, slower rule)."""
+    decode_threads: int = 1
+    """FFmpeg decoder threads: 1 = none (fastest for small frames), 0 = FFmpeg's choice (frame and
+    slice threads), N > 1 = N frame threads."""
 
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.resampler not in RESAMPLERS:
+            raise ValueError(f"resampler {self.resampler!r}: choose one of {', '.join(RESAMPLERS)}")
+        if self.decode_threads < 0:
+            raise ValueError(f"decode_threads must be >= 0 (0 = FFmpeg's choice), got {self.decode_threads}")
         if self.size < 1 or self.stride < 1:
             raise ValueError(f"size and stride must be >= 1, got {self.size} and {self.stride}")
         if self.fps is not None and self.fps <= 0:
@@ -91,6 +112,29 @@ def convert_frame(rgb_HWC: np.ndarray, cfg: VideoConfig) -> np.ndarray:
     if image.size != (cfg.size, cfg.size):
         image = image.resize((cfg.size, cfg.size), Image.BILINEAR, reducing_gap=None)
     return np.asarray(image, np.uint8)
+
+
+def frame_to_rgb(frame, cfg: VideoConfig) -> np.ndarray:
+    """One decoded ``av.VideoFrame`` (any pixel format) -> ``(size, size, 3)`` uint8 by the rule of
+    ``cfg`` (``resampler``, ``mode``); one FFmpeg conversion call with ``threads=1``."""
+    if cfg.resampler == "pillow":
+        return convert_frame(frame.to_ndarray(format="rgb24", threads=1), cfg)
+    w, h, size = frame.width, frame.height, cfg.size
+    if cfg.mode == "resize" or w == h:
+        tw = th = size
+    else:  # scale the short (crop) or long (letterbox) side to size, keep the aspect ratio
+        scale = size / (min(w, h) if cfg.mode == "crop" else max(w, h))
+        tw, th = max(1, round(w * scale)), max(1, round(h * scale))
+    rgb = frame.to_ndarray(width=tw, height=th, format="rgb24", interpolation="BILINEAR", threads=1)
+    if (th, tw) == (size, size):
+        return rgb
+    if cfg.mode == "crop":
+        top, left = (th - size) // 2, (tw - size) // 2
+        return np.ascontiguousarray(rgb[top:top + size, left:left + size])
+    canvas = np.zeros((size, size, 3), np.uint8)  # letterbox
+    top, left = (size - th) // 2, (size - tw) // 2
+    canvas[top:top + th, left:left + tw] = rgb
+    return canvas
 
 
 def write_video(frames_THWC, path: str | os.PathLike, fps: int = 15, scale: int = 1) -> Path:
@@ -206,7 +250,9 @@ def iter_video(path: str | os.PathLike, cfg: VideoConfig,
         if not container.streams.video:
             raise VideoError(f"{path}: no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        stream.thread_type = {1: "NONE", 0: "AUTO"}.get(cfg.decode_threads, "FRAME")
+        if cfg.decode_threads > 1:
+            stream.thread_count = cfg.decode_threads
         report.declared = max(int(stream.frames or 0), 0)
         next_t, kept = 0.0, 0
         for frame in decode_frames(container, stream, report):
@@ -219,7 +265,7 @@ def iter_video(path: str | os.PathLike, cfg: VideoConfig,
             kept += 1
             if (kept - 1) % cfg.stride:
                 continue
-            yield convert_frame(frame.to_ndarray(format="rgb24"), cfg), index, t
+            yield frame_to_rgb(frame, cfg), index, t
 
 
 def decode_frames(container, stream, report: VideoDecodeReport) -> Iterator:

@@ -29,10 +29,12 @@ from envs.io import atomic_dir
 
 
 def label_dataset(lam_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
-                  out: str | os.PathLike | None = None, batch_size: int = 512,
-                  overwrite: bool = False, device: str = "auto", record: dict | None = None) -> Path:
+                  out: str | os.PathLike | None = None, batch_size: int = 128,
+                  overwrite: bool = False, device: str = "auto", record: dict | None = None,
+                  workers: int = 2) -> Path:
     """Write latent-action labels for every transition of ``dataset_dir`` (``record``: what made
-    them, stored in meta.json for the stage graph's reuse rule).
+    them, stored in meta.json for the stage graph's reuse rule; ``batch_size`` and ``workers``: see
+    :func:`encode_batches`).
 
     Returns:
         The labels directory.
@@ -44,7 +46,6 @@ def label_dataset(lam_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
     from lapo.lam import LatentActionModel
 
     lam = for_inference(LatentActionModel.from_pretrained(lam_dir, device))
-    device = next(lam.parameters()).device
     ds = EpisodeDataset(dataset_dir)
     size = lam.cfg.image_size
     if ds.frame_shape != (size, size, 3):
@@ -57,13 +58,10 @@ def label_dataset(lam_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
         codes = np.lib.format.open_memmap(tmp / "codes.npy", "w+", np.int64, (n, G))
         valid = np.zeros(n, bool)
         t_all = ds.transition_indices
-        with torch.no_grad(), tqdm(total=len(t_all), desc="label", unit="transition") as bar:
-            for i in range(0, len(t_all), batch_size):
-                t = t_all[i:i + batch_size]
-                enc = lam.encode(torch.from_numpy(ds.idm_window(t)).to(device))
-                latents[t] = enc.z.float().cpu().numpy()
-                codes[t] = enc.codes.cpu().numpy()
-                valid[t] = True
+        chunks = [t_all[i:i + batch_size] for i in range(0, len(t_all), batch_size)]
+        with tqdm(total=len(t_all), desc="label", unit="transition") as bar:
+            for t, (z, c) in zip(chunks, encode_batches(lam, (ds.idm_window(t) for t in chunks), workers)):
+                latents[t], codes[t], valid[t] = z, c, True
                 bar.update(len(t))
         latents.flush()
         codes.flush()
@@ -95,15 +93,46 @@ class Labels:
 
 
 def for_inference(lam):
-    """Eval mode and channels-last IDM weights (labeling ~1.8× faster on CPU; do not save the
-    model afterwards: safetensors needs default-layout tensors)."""
+    """Eval mode and channels-last IDM weights (labeling ~1.8× faster on CPU)."""
     lam.eval()
     lam.idm.to(memory_format=torch.channels_last)
     return lam
 
 
-def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg, batch_size: int = 512,
-                overwrite: bool = False, bar=None) -> Path:
+def encode_batches(lam, windows, workers: int = 2):
+    """Yield ``(z (B, L) float32, codes (B, G) int64)`` numpy for each uint8 window batch
+    ``(B, 3, H, W, C)`` of the iterable ``windows``, in order.
+
+    With ``workers`` > 0 the IDM encodes up to ``2 * workers`` batches at once in that many threads
+    (torch releases the GIL) while the calling thread reads or decodes the next ones; 0 encodes in the
+    calling thread. On a 2-core CPU, batches of 128 in 2 threads beat one thread with 2 intra-op
+    threads by ~1.3× (small convs parallelize poorly inside one op; ``scripts/profile_stages.py``).
+    """
+    device = next(lam.parameters()).device
+
+    def encode(batch):
+        with torch.inference_mode():
+            enc = lam.encode(torch.from_numpy(batch).to(device))
+        return enc.z.float().cpu().numpy(), enc.codes.cpu().numpy()
+
+    if workers == 0:
+        yield from map(encode, windows)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="idm") as pool:
+        pending: deque = deque()
+        for batch in windows:
+            pending.append(pool.submit(encode, batch))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg, batch_size: int = 128,
+                overwrite: bool = False, bar=None, workers: int = 2) -> Path:
     """Label one video file, streaming: latent actions for every transition between kept frames.
 
     Output directory (written atomically)::
@@ -115,8 +144,9 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
         frame_indices.npy  (M,) int64      source frame index of o_t (in the decoded stream)
         timestamps.npy     (M,) float64    timestamp of o_t, seconds
 
-    M = kept frames - 1. As for datasets, the IDM window edge-pads ``o_{t-1}`` at t = 0. Memory holds
-    at most ``batch_size + 2`` frames plus the (small) latents.
+    M = kept frames - 1. As for datasets, the IDM window edge-pads ``o_{t-1}`` at t = 0. The calling
+    thread decodes while ``workers`` threads run the IDM (:func:`encode_batches`); memory holds about
+    ``(2 * workers + 1) * batch_size`` frames' windows plus the (small) latents, whatever the length.
 
     A damaged file (packets that fail to decode, frames lost; see :mod:`envs.video`) is labeled from
     the frames that decoded, and ``meta.json`` records the damage; the caller decides whether that is
@@ -138,37 +168,39 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
         raise ValueError(f"video size {video_cfg.size} differs from the LAM's image_size {lam.cfg.image_size}; "
                          f"set VideoConfig(size={lam.cfg.image_size})")
     lam = for_inference(lam)
-    device = next(lam.parameters()).device
-    buf: list[np.ndarray] = []  # frames at stream positions base, base + 1, ...
-    base, next_t = 0, 0
-    zs, codes, indices, times = [], [], [], []
-
-    def flush(final: bool) -> None:
-        nonlocal base, next_t
-        last_t = base + len(buf) - 2  # the last transition whose o_{t+1} is buffered
-        while next_t <= last_t and (final or last_t - next_t + 1 >= batch_size):
-            t = np.arange(next_t, min(next_t + batch_size, last_t + 1))  # stream positions of o_t
-            prev = np.maximum(t - 1, 0)  # edge pad at the first frame
-            frames = np.stack(buf[prev[0] - base:t[-1] + 2 - base])  # (n, H, W, C) the windows need
-            windows = frames[np.stack([prev, t, t + 1], 1) - prev[0]]  # (B, 3, H, W, C)
-            with torch.no_grad():
-                enc = lam.encode(torch.from_numpy(windows).to(device))
-            zs.append(enc.z.float().cpu().numpy())
-            codes.append(enc.codes.cpu().numpy())
-            next_t = int(t[-1]) + 1
-            if bar is not None:
-                bar.update(len(t))
-        drop = max(0, next_t - 1 - base)
-        del buf[:drop]
-        base += drop
-
     report = VideoDecodeReport()
-    for frame, index, seconds in iter_video(path, video_cfg, report):
-        buf.append(frame)
-        indices.append(index)
-        times.append(seconds)
-        flush(final=False)
-    flush(final=True)
+    indices, times = [], []
+
+    def window_batches():  # (B, 3, H, W, C) uint8 windows of consecutive transitions, streamed
+        buf: list[np.ndarray] = []  # frames at stream positions base, base + 1, ...
+        base = next_t = 0
+
+        def take(final: bool):
+            nonlocal base, next_t
+            last_t = base + len(buf) - 2  # the last transition whose o_{t+1} is buffered
+            while next_t <= last_t and (final or last_t - next_t + 1 >= batch_size):
+                t = np.arange(next_t, min(next_t + batch_size, last_t + 1))  # stream positions of o_t
+                prev = np.maximum(t - 1, 0)  # edge pad at the first frame
+                frames = np.stack(buf[prev[0] - base:t[-1] + 2 - base])  # (n, H, W, C) the windows need
+                yield frames[np.stack([prev, t, t + 1], 1) - prev[0]]
+                next_t = int(t[-1]) + 1
+            drop = max(0, next_t - 1 - base)
+            del buf[:drop]
+            base += drop
+
+        for frame, index, seconds in iter_video(path, video_cfg, report):
+            buf.append(frame)
+            indices.append(index)
+            times.append(seconds)
+            yield from take(final=False)
+        yield from take(final=True)
+
+    zs, codes = [], []
+    for z, c in encode_batches(lam, window_batches(), workers):
+        zs.append(z)
+        codes.append(c)
+        if bar is not None:
+            bar.update(len(z))
     if len(indices) < 2:
         damage = f" ({report.describe()})" if report.damaged else ""
         raise VideoError(f"{path}: {len(indices)} frame(s) after conversion; at least 2 are needed{damage}")

@@ -207,8 +207,11 @@ class LatentActionModel(Pretrained, nn.Module):
 
     def encode(self, window_B3HWC: torch.Tensor) -> LatentActions:
         """IDM + quantizer for uint8 windows ``(B, 3, H, W, C)``."""
-        x = to_float(window_B3HWC, channels_last=not self.training)  # (B, 9, H, W)
-        z = self.quantizer.bound(self.idm_norm(self.idm(x)))  # (B, L)
+        return self._encode(to_float(window_B3HWC, channels_last=True))
+
+    def _encode(self, x_B9HW: torch.Tensor) -> LatentActions:
+        """IDM + quantizer for float windows ``(B, 9, H, W)`` in [0, 1] (NHWC in memory: faster)."""
+        z = self.quantizer.bound(self.idm_norm(self.idm(x_B9HW)))  # (B, L)
         z_q, codes, aux, stats = self.quantizer(z.float())
         return LatentActions(z, z_q, codes, aux, stats)
 
@@ -217,8 +220,8 @@ class LatentActionModel(Pretrained, nn.Module):
         """Loss of a batch; with labeled windows ``(M, 3, H, W, C)`` uint8 and their true actions
         ``(M,)`` int / ``(M, D)`` float, plus ``action_weight ×`` the action decoder's loss on them
         (``stats["action_loss"]``). One call, so DDP sees every parameter used."""
-        enc = self.encode(window_B3HWC)
-        x = to_float(window_B3HWC)  # (B, 9, H, W)
+        x = to_float(window_B3HWC, channels_last=True)  # (B, 9, H, W), NHWC in memory
+        enc = self._encode(x)
         x = F.avg_pool2d(x, self.cfg.image_size // self.cfg.fdm_size)  # (B, 9, h, w) at fdm_size
         pred = self.fdm(x[:, :6], enc.z_q)
         target = x[:, 6:]
@@ -395,7 +398,8 @@ def train_lam(dataset_dir, out_dir, model_cfg: LAMConfig | None = None,
         torch.manual_seed(train_cfg.seed)
         decoder = ActionHead(head_cfg, head_cfg.coding(space_to_json(ds.action_space)))
         labeled_actions = torch.as_tensor(np.asarray(labeled.actions), device=device)
-    lam = LatentActionModel(model_cfg, decoder).to(device)
+    # channels-last weights (and inputs): ~15% faster LAM steps on a 2-core CPU (scripts/profile_stages.py)
+    lam = LatentActionModel(model_cfg, decoder).to(device).to(memory_format=torch.channels_last)
     sampler = BatchSampler(len(train_t), train_cfg.batch_size, train_cfg.seed)
     writer = summary_writer(log_dir)
     record = lam_record(ds, model_cfg, train_cfg, labeled, head_cfg)

@@ -46,7 +46,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 # fields that do not change the trained weights (up to rounding): a resumed or reused run may differ
 # in them. Precision: an explicit request on resume wins over the stored one, "auto" keeps it.
 RUN_ONLY_FIELDS = ("log_every", "checkpoint_every", "resume", "threads", "device", "precision", "eval_every",
-                   "probe_k")
+                   "probe_k", "prefetch")
 
 
 @dataclass
@@ -83,6 +83,9 @@ class TrainConfig:
     """``auto`` (bf16 only where native and measured faster), ``fp32`` or ``bf16`` autocast."""
     threads: int = 0
     """torch CPU threads per process (0 = torch's default)."""
+    prefetch: bool = True
+    """Build the next batch in a background thread while the current step computes (reading frames
+    and augmenting release the GIL); the batches and the result are the same either way."""
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -399,11 +402,14 @@ def fit(model: nn.Module, sampler: BatchSampler, make_batch: Callable[[Draw], An
         writer.add_text(f"{tag}/hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(rows))
     # --- loop ---
     model.train()
-    t_log, n_log = time.perf_counter(), 0
+    t_log, n_log, wait_log = time.perf_counter(), 0, 0.0
     bar = tqdm(range(start, cfg.steps), desc=tag, unit="step", initial=start, total=cfg.steps,
                disable=not (main and progress))
+    loader = _Prefetcher(sampler, make_batch, cfg.prefetch)
     for step in bar:
-        batch = make_batch(next(sampler))
+        t_wait = time.perf_counter()
+        batch = loader.next(prefetch_another=step + 1 < cfg.steps)
+        wait_log += time.perf_counter() - t_wait
         with autocast(device, precision):
             loss, stats = loss_fn(net, batch)
         opt.zero_grad(set_to_none=True)
@@ -425,7 +431,8 @@ def fit(model: nn.Module, sampler: BatchSampler, make_batch: Callable[[Draw], An
                 writer.add_scalar(f"charts/{tag}_learning_rate", sched.get_last_lr()[0], step)
                 now = time.perf_counter()
                 writer.add_scalar(f"charts/{tag}_SPS", n_log / max(now - t_log, 1e-9), step)
-                t_log, n_log = now, 0
+                writer.add_scalar(f"charts/{tag}_data_wait_fraction", wait_log / max(now - t_log, 1e-9), step)
+                t_log, n_log, wait_log = now, 0, 0.0
         if evaluate is not None and ((eval_every and (step + 1) % eval_every == 0) or last):
             if main:
                 result.metrics = evaluate(model)
@@ -437,18 +444,55 @@ def fit(model: nn.Module, sampler: BatchSampler, make_batch: Callable[[Draw], An
                 barrier()
         if state_path is not None and cfg.checkpoint_every and ((step + 1) % cfg.checkpoint_every == 0):
             if main:
-                _save_state(state_path, step + 1, model, opt, sched, sampler, precision, record, result.metrics)
+                _save_state(state_path, step + 1, model, opt, sched, loader.sampler_state(), precision, record,
+                            result.metrics)
             if ddp:
                 barrier()
+    loader.close()
     bar.close()
     model.eval()
     return result
 
 
-def _save_state(path: Path, step: int, model, opt, sched, sampler, precision, record, metrics) -> None:
+class _Prefetcher:
+    """Batches for :func:`fit`: draws come from ``sampler`` in the loop's thread (so their order and
+    the checkpointed sampler state are those of an unprefetched run); with ``prefetch`` the next
+    ``make_batch`` runs in one background thread while the current step computes."""
+
+    def __init__(self, sampler: BatchSampler, make_batch: Callable, prefetch: bool):
+        self.sampler, self.make_batch = sampler, make_batch
+        self.pool = None
+        if prefetch:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="prefetch")
+        self.pending = None
+        self.state = copy.deepcopy(sampler.state_dict())  # before the draws not yet trained on
+
+    def next(self, prefetch_another: bool):
+        if self.pending is None:
+            batch = self.make_batch(next(self.sampler))
+        else:
+            batch = self.pending.result()
+        self.state = copy.deepcopy(self.sampler.state_dict())
+        self.pending = None
+        if self.pool is not None and prefetch_another:
+            self.pending = self.pool.submit(self.make_batch, next(self.sampler))
+        return batch
+
+    def sampler_state(self) -> dict:
+        """Sampler state after the draws of the batches handed out so far (not the prefetched one)."""
+        return self.state
+
+    def close(self):
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+
+def _save_state(path: Path, step: int, model, opt, sched, sampler_state: dict, precision, record, metrics) -> None:
     """Write the training state atomically (temporary name, fsync, rename)."""
     state = {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-             "scheduler": sched.state_dict(), "sampler": sampler.state_dict(), "rng": _rng_state(),
+             "scheduler": sched.state_dict(), "sampler": sampler_state, "rng": _rng_state(),
              "precision": precision, "record": record, "metrics": metrics}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")

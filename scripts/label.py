@@ -59,8 +59,11 @@ class Args:
     """Output directory for video labels (default: labels/); see the module docstring for datasets."""
     video: VideoConfig = field(default_factory=VideoConfig)
     """Frame conversion for video files (size is taken from the LAM)."""
-    batch_size: int = 512
+    batch_size: int = 128
     """Transitions per IDM batch."""
+    workers: int = 2
+    """Threads running the IDM on batches at once while the main thread decodes (0 = decode and
+    label in turn in one thread; see :func:`lapo.label.encode_batches`)."""
     overwrite: bool = False
     """Replace existing outputs."""
     allow_partial: bool = False
@@ -91,13 +94,16 @@ def main(args: Args) -> int:
     for ds, ds_name in zip(datasets, ds_names):
         try:
             target = out_root / ds_name if args.out else None
-            print(f"wrote {label_dataset(args.checkpoint, ds, target, args.batch_size, args.overwrite, args.device)}")
+            out = label_dataset(args.checkpoint, ds, target, args.batch_size, args.overwrite, args.device,
+                                workers=args.workers)
+            print(f"wrote {out}")
         except (ValueError, FileExistsError) as e:
             failures.append(f"{ds}: {e}")
     with tqdm(desc=f"label videos (rank {rank}/{world})", unit="transition", disable=rank != 0) as bar:
         for video, name in zip(videos, names):
             try:
-                out = label_video(lam, video, out_root / name, video_cfg, args.batch_size, args.overwrite, bar)
+                out = label_video(lam, video, out_root / name, video_cfg, args.batch_size, args.overwrite, bar,
+                                  args.workers)
             except (VideoError, FileExistsError) as e:
                 failures.append(str(e) if str(video) in str(e) else f"{video}: {e}")
                 continue

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from envs.dataset import EpisodeDataset
-from envs.video import (ImportVideoConfig, VideoConfig, VideoDecodeReport, VideoError, convert_frame, find_videos,
+from envs.video import (MODES, ImportVideoConfig, VideoConfig, VideoDecodeReport, VideoError, convert_frame, find_videos,
                         import_videos, iter_video)
 
 
@@ -62,6 +62,31 @@ def test_geometry_modes():
     box = convert_frame(img, VideoConfig(size=10, mode="letterbox"))
     assert box[0].max() == 0 and box[-1].max() == 0  # black bars top and bottom
     assert convert_frame(img, VideoConfig(size=10, mode="resize")).shape == (10, 10, 3)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_swscale_geometry_matches_the_pillow_rule(tmp_path, mode):
+    """Decoding with FFmpeg's one-call conversion gives the same picture as RGB + Pillow: same
+    crop / bars / stretch, pixel values within a few levels (filters differ slightly; in crop mode
+    swscale scales before cutting, so the outermost columns blend in what lies beyond the cut, and
+    Pillow blurs a letterboxed picture into its bars)."""
+    from envs.video import write_video as encode
+
+    img = np.full((40, 80, 3), 30, np.uint8)
+    img[:, 20:60] = 220  # a centred 40x40 bright square on a dark frame
+    img[8:12, 30:50] = (200, 40, 40)  # a red bar inside it
+    path = encode([img] * 3, tmp_path / "wide.mp4")
+    frames = {r: [f for f, _, _ in iter_video(path, VideoConfig(size=16, mode=mode, resampler=r))]
+              for r in ("swscale", "pillow")}
+    a, b = frames["swscale"][1].astype(int), frames["pillow"][1].astype(int)
+    assert a.shape == b.shape == (16, 16, 3) and len(frames["swscale"]) == 3
+    if mode == "crop":
+        assert a[6:, 1:-1].min() > 150  # only the bright square remains (below the red bar)
+    if mode == "letterbox":
+        assert a[:4].max() < 10 and a[12:].max() < 10 and a[8, 8].min() > 150  # black bars top and bottom
+    # away from a cut (crop) or a bar's edge (letterbox: Pillow blurs the content into the bar)
+    inner = {"crop": np.s_[:, 1:-1], "letterbox": np.s_[5:11], "resize": np.s_[:]}[mode]
+    assert np.abs(a[inner] - b[inner]).mean() < 4, np.abs(a[inner] - b[inner]).mean()
 
 
 def test_fps_rule_uses_timestamps_for_variable_frame_rate(tmp_path):
@@ -124,14 +149,15 @@ def tiny_lam(tmp_path):
 
 
 def test_video_labels_match_labels_of_the_imported_dataset(tmp_path):
-    """Streaming labels of a file == labels of the same file imported as a dataset, for any batch size."""
+    """Streaming labels of a file == labels of the same file imported as a dataset, for any batch size,
+    with the IDM in worker threads or not."""
     from lapo.label import Labels, label_dataset, label_video
 
     lam = tiny_lam(tmp_path)
     video = write_video(tmp_path / "clip.mp4", n=11)
     cfg = VideoConfig(size=64)
-    small = label_video(lam, video, tmp_path / "small", cfg, batch_size=3)
-    big = label_video(lam, video, tmp_path / "big", cfg, batch_size=512)
+    small = label_video(lam, video, tmp_path / "small", cfg, batch_size=3)  # 2 IDM threads, 4 batches in flight
+    big = label_video(lam, video, tmp_path / "big", cfg, batch_size=512, workers=0)  # one batch, in this thread
     ds_path, _ = import_videos(ImportVideoConfig([video], tmp_path / "ds", cfg))
     ref = Labels(label_dataset(tmp_path / "lam", ds_path))
     for out in (small, big):
