@@ -17,9 +17,9 @@ Conversion rule (``VideoConfig``), applied to every decoded frame in this order:
    differ by a few levels per pixel (tested).
 
 Speed (``scripts/profile_stages.py``; this 2-core AVX2 CPU): PyAV >= 17 gives every conversion a
-thread pool unless told ``threads=1``, which made a 64×64 frame's RGB conversion cost ~250 µs
-instead of ~12 µs, so every conversion here passes ``threads=1``. Decoder threads
-(``decode_threads``) pay only for large frames.
+thread pool unless told ``threads=1``, which made a 64×64 frame's RGB conversion cost ~200 µs
+instead of ~15 µs, so every conversion here passes ``threads=1``. Decoder threads
+(``decode_threads``) gained nothing measurable on 2 cores while labeling (the IDM uses the other).
 
 Each kept frame comes with its source frame index and timestamp in seconds. Decoding streams:
 memory does not grow with video length.

@@ -31,10 +31,10 @@ from envs.io import atomic_dir
 def label_dataset(lam_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
                   out: str | os.PathLike | None = None, batch_size: int = 128,
                   overwrite: bool = False, device: str = "auto", record: dict | None = None,
-                  workers: int = 2) -> Path:
+                  workers: int = 2, precision: str = "auto") -> Path:
     """Write latent-action labels for every transition of ``dataset_dir`` (``record``: what made
-    them, stored in meta.json for the stage graph's reuse rule; ``batch_size`` and ``workers``: see
-    :func:`encode_batches`).
+    them, stored in meta.json for the stage graph's reuse rule; ``batch_size``, ``workers``: see
+    :func:`encode_batches`; ``precision``: :func:`label_precision`).
 
     Returns:
         The labels directory.
@@ -46,6 +46,7 @@ def label_dataset(lam_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
     from lapo.lam import LatentActionModel
 
     lam = for_inference(LatentActionModel.from_pretrained(lam_dir, device))
+    precision = label_precision(lam, precision, batch_size)
     ds = EpisodeDataset(dataset_dir)
     size = lam.cfg.image_size
     if ds.frame_shape != (size, size, 3):
@@ -60,7 +61,8 @@ def label_dataset(lam_dir: str | os.PathLike, dataset_dir: str | os.PathLike,
         t_all = ds.transition_indices
         chunks = [t_all[i:i + batch_size] for i in range(0, len(t_all), batch_size)]
         with tqdm(total=len(t_all), desc="label", unit="transition") as bar:
-            for t, (z, c) in zip(chunks, encode_batches(lam, (ds.idm_window(t) for t in chunks), workers)):
+            for t, (z, c) in zip(chunks, encode_batches(lam, (ds.idm_window(t) for t in chunks), workers,
+                                                                precision)):
                 latents[t], codes[t], valid[t] = z, c, True
                 bar.update(len(t))
         latents.flush()
@@ -99,19 +101,44 @@ def for_inference(lam):
     return lam
 
 
-def encode_batches(lam, windows, workers: int = 2):
+def label_precision(lam, requested: str = "auto", batch_size: int = 128) -> str:
+    """fp32 or bf16 autocast for labeling with ``lam``, by the rule of
+    :func:`lapo.training.choose_precision` (bf16 only where native and measured faster on a batch of
+    ``batch_size`` windows); an ``auto`` choice is printed with its reason.
+
+    Raises:
+        ValueError: ``bf16`` requested where it is not native.
+    """
+    from lapo.training import choose_precision
+
+    lam = for_inference(lam)
+    device = next(lam.parameters()).device
+    size = lam.cfg.image_size
+    example = lambda: torch.randint(0, 256, (batch_size, 3, size, size, 3), dtype=torch.uint8, device=device)  # noqa: E731
+    precision, why = choose_precision(requested, device, lam, example, lambda m, b: m.encode(b), train=False,
+                                      flag="--precision")
+    if requested == "auto":
+        print(f"label: precision {precision} ({why})")
+    return precision
+
+
+def encode_batches(lam, windows, workers: int = 2, precision: str = "fp32"):
     """Yield ``(z (B, L) float32, codes (B, G) int64)`` numpy for each uint8 window batch
-    ``(B, 3, H, W, C)`` of the iterable ``windows``, in order.
+    ``(B, 3, H, W, C)`` of the iterable ``windows``, in order, under ``precision`` autocast
+    (``fp32`` or ``bf16``; see :func:`label_precision`).
 
     With ``workers`` > 0 the IDM encodes up to ``2 * workers`` batches at once in that many threads
     (torch releases the GIL) while the calling thread reads or decodes the next ones; 0 encodes in the
-    calling thread. On a 2-core CPU, batches of 128 in 2 threads beat one thread with 2 intra-op
-    threads by ~1.3× (small convs parallelize poorly inside one op; ``scripts/profile_stages.py``).
+    calling thread. On a 2-core CPU the IDM alone ran ~1.15× faster in 2 threads (small convs
+    parallelize poorly inside one op), and labeling a video ~1.4× faster, since decoding overlaps
+    (``scripts/profile_stages.py``, ``scripts/benchmark_label.py``).
     """
+    from lapo.training import autocast
+
     device = next(lam.parameters()).device
 
     def encode(batch):
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device, precision):
             enc = lam.encode(torch.from_numpy(batch).to(device))
         return enc.z.float().cpu().numpy(), enc.codes.cpu().numpy()
 
@@ -131,8 +158,35 @@ def encode_batches(lam, windows, workers: int = 2):
             yield pending.popleft().result()
 
 
+class RowBlocks:
+    """Rows ``(n, ...)`` appended batch by batch into blocks of ``block_rows`` preallocated rows.
+
+    Keeping each batch's small result array instead (one small allocation per batch, living until
+    the end) fragmented glibc's heap between the large short-lived allocations of the next batches:
+    labeling a 30-minute video grew the RSS by ~40 KB per frame (2 GB at 54k frames); with blocks it
+    stays flat (``scripts/benchmark_label.py`` compares 1 and 30 minutes).
+    """
+
+    def __init__(self, block_rows: int = 16384):
+        self.block_rows, self.blocks, self.fill = block_rows, [], 0
+
+    def append(self, rows: np.ndarray) -> None:
+        i = 0
+        while i < len(rows):
+            if not self.blocks or self.fill == self.block_rows:
+                self.blocks.append(np.empty((self.block_rows,) + rows.shape[1:], rows.dtype))
+                self.fill = 0
+            k = min(len(rows) - i, self.block_rows - self.fill)
+            self.blocks[-1][self.fill:self.fill + k] = rows[i:i + k]
+            self.fill, i = self.fill + k, i + k
+
+    def array(self) -> np.ndarray:
+        """All rows appended so far, in order, as one array."""
+        return np.concatenate(self.blocks[:-1] + [self.blocks[-1][:self.fill]])
+
+
 def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg, batch_size: int = 128,
-                overwrite: bool = False, bar=None, workers: int = 2) -> Path:
+                overwrite: bool = False, bar=None, workers: int = 2, precision: str = "auto") -> Path:
     """Label one video file, streaming: latent actions for every transition between kept frames.
 
     Output directory (written atomically)::
@@ -145,7 +199,8 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
         timestamps.npy     (M,) float64    timestamp of o_t, seconds
 
     M = kept frames - 1. As for datasets, the IDM window edge-pads ``o_{t-1}`` at t = 0. The calling
-    thread decodes while ``workers`` threads run the IDM (:func:`encode_batches`); memory holds about
+    thread decodes while ``workers`` threads run the IDM (:func:`encode_batches`) in ``precision``
+    (:func:`label_precision`; pass the resolved value when labeling many files); memory holds about
     ``(2 * workers + 1) * batch_size`` frames' windows plus the (small) latents, whatever the length.
 
     A damaged file (packets that fail to decode, frames lost; see :mod:`envs.video`) is labeled from
@@ -168,6 +223,7 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
         raise ValueError(f"video size {video_cfg.size} differs from the LAM's image_size {lam.cfg.image_size}; "
                          f"set VideoConfig(size={lam.cfg.image_size})")
     lam = for_inference(lam)
+    precision = label_precision(lam, precision, batch_size)
     report = VideoDecodeReport()
     indices, times = [], []
 
@@ -195,8 +251,8 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
             yield from take(final=False)
         yield from take(final=True)
 
-    zs, codes = [], []
-    for z, c in encode_batches(lam, window_batches(), workers):
+    zs, codes = RowBlocks(), RowBlocks()
+    for z, c in encode_batches(lam, window_batches(), workers, precision):
         zs.append(z)
         codes.append(c)
         if bar is not None:
@@ -205,8 +261,8 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
         damage = f" ({report.describe()})" if report.damaged else ""
         raise VideoError(f"{path}: {len(indices)} frame(s) after conversion; at least 2 are needed{damage}")
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        np.save(tmp / "latents.npy", np.concatenate(zs))
-        np.save(tmp / "codes.npy", np.concatenate(codes))
+        np.save(tmp / "latents.npy", zs.array())
+        np.save(tmp / "codes.npy", codes.array())
         np.save(tmp / "frame_indices.npy", np.asarray(indices[:-1], np.int64))
         np.save(tmp / "timestamps.npy", np.asarray(times[:-1], np.float64))
         (tmp / "meta.json").write_text(json.dumps(

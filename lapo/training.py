@@ -83,13 +83,16 @@ class TrainConfig:
     """``auto`` (bf16 only where native and measured faster), ``fp32`` or ``bf16`` autocast."""
     threads: int = 0
     """torch CPU threads per process (0 = torch's default)."""
-    prefetch: bool = True
-    """Build the next batch in a background thread while the current step computes (reading frames
-    and augmenting release the GIL); the batches and the result are the same either way."""
+    prefetch: str = "auto"
+    """Build the next batch in a background thread while the current step computes: ``on``, ``off``
+    or ``auto`` (on for CUDA only: on a 2-core CPU the thread takes its core from the step, measured
+    no faster, ``scripts/profile_stages.py``). Batches and result are the same either way."""
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if self.prefetch not in ("auto", "on", "off"):
+            raise ValueError(f"prefetch {self.prefetch!r}: choose 'auto', 'on' or 'off'")
         if self.resume not in ("auto", "never"):
             raise ValueError(f"resume {self.resume!r}: choose 'auto' or 'never'")
         if self.precision not in PRECISIONS:
@@ -190,15 +193,18 @@ def autocast(device: torch.device, precision: str):
 
 
 def choose_precision(requested: str, device: torch.device, model: nn.Module, get_batch: Callable[[], Any],
-                     loss_fn: Callable, trials: int = 3) -> tuple[str, str]:
+                     loss_fn: Callable, trials: int = 3, train: bool = True,
+                     flag: str = "--train.precision") -> tuple[str, str]:
     """Decide fp32 or bf16 for a run. Returns ``(precision, reason)``.
 
-    ``auto`` measures ``trials`` forward+backward passes of each precision on a deep copy of
-    ``model`` and a batch from ``get_batch()`` (global RNG state restored afterwards) where bf16 is
-    native; else fp32.
+    ``auto`` measures ``trials`` passes of each precision on a deep copy of ``model`` and a batch
+    from ``get_batch()`` (global RNG state restored afterwards) where bf16 is native; else fp32.
+    A pass is ``loss_fn(model, batch)`` plus its backward (``train``) or, for inference
+    (``train=False``), ``loss_fn`` alone under ``torch.inference_mode`` (its first output need not
+    be a loss then).
 
     Raises:
-        ValueError: ``bf16`` requested on a CPU without native bf16 support.
+        ValueError: ``bf16`` requested where bf16 is not native (the message names ``flag``).
     """
     native = bf16_is_native(device)
     if requested == "fp32":
@@ -207,29 +213,34 @@ def choose_precision(requested: str, device: torch.device, model: nn.Module, get
         if not native:
             where = ("this GPU does not support bf16" if device.type == "cuda" else "this CPU has no native bf16 "
                      "(no avx512_bf16 or amx_bf16 flag; bf16 runs ~20x slower here)")
-            raise ValueError(f"precision 'bf16' requested, but {where}: use --train.precision fp32 or auto")
+            raise ValueError(f"precision 'bf16' requested, but {where}: use {flag} fp32 or auto")
         return "bf16", "requested"
     if not native:
         return "fp32", f"auto: no native bf16 on {device.type}"
     seconds = {}
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         batch = get_batch()
-        probe = copy.deepcopy(model).train()
+        probe = copy.deepcopy(model).train(train)
         for precision in ("fp32", "bf16"):
             for i in range(trials + 1):  # the first pass warms up
                 if i == 1:
                     if device.type == "cuda":
                         torch.cuda.synchronize()
                     t0 = time.perf_counter()
-                with autocast(device, precision):
-                    loss, _ = loss_fn(probe, batch)
-                loss.backward()
-                probe.zero_grad(set_to_none=True)
+                if train:
+                    with autocast(device, precision):
+                        loss, _ = loss_fn(probe, batch)
+                    loss.backward()
+                    probe.zero_grad(set_to_none=True)
+                else:
+                    with torch.inference_mode(), autocast(device, precision):
+                        loss_fn(probe, batch)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             seconds[precision] = (time.perf_counter() - t0) / trials
     pick = "bf16" if seconds["bf16"] < seconds["fp32"] else "fp32"
-    return pick, f"auto: measured {seconds['fp32'] * 1e3:.0f} ms fp32 vs {seconds['bf16'] * 1e3:.0f} ms bf16 per step"
+    what = "step" if train else "batch"
+    return pick, f"auto: measured {seconds['fp32'] * 1e3:.0f} ms fp32 vs {seconds['bf16'] * 1e3:.0f} ms bf16 per {what}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -405,7 +416,8 @@ def fit(model: nn.Module, sampler: BatchSampler, make_batch: Callable[[Draw], An
     t_log, n_log, wait_log = time.perf_counter(), 0, 0.0
     bar = tqdm(range(start, cfg.steps), desc=tag, unit="step", initial=start, total=cfg.steps,
                disable=not (main and progress))
-    loader = _Prefetcher(sampler, make_batch, cfg.prefetch)
+    prefetch = cfg.prefetch == "on" or (cfg.prefetch == "auto" and device.type == "cuda")
+    loader = Prefetcher(sampler, make_batch, prefetch)
     for step in bar:
         t_wait = time.perf_counter()
         batch = loader.next(prefetch_another=step + 1 < cfg.steps)
@@ -454,7 +466,7 @@ def fit(model: nn.Module, sampler: BatchSampler, make_batch: Callable[[Draw], An
     return result
 
 
-class _Prefetcher:
+class Prefetcher:
     """Batches for :func:`fit`: draws come from ``sampler`` in the loop's thread (so their order and
     the checkpointed sampler state are those of an unprefetched run); with ``prefetch`` the next
     ``make_batch`` runs in one background thread while the current step computes."""

@@ -1,13 +1,23 @@
-"""Benchmark: end-to-end labeling throughput from mp4 files and peak memory vs video length.
+"""Benchmark: end-to-end labeling throughput from H.264 mp4 files, before/after each speed change, and peak
+memory vs video length.
 
     python -m scripts.benchmark_label --checkpoint runs/quickstart/lam --frames-from runs/quickstart/dataset
 
-Builds mp4 test videos (MPEG-4 Part 2, 30 fps) from real frames of a dataset, at 64×64 and
-256×256, of 1 and 30 minutes, then for each runs in a fresh process (so peak RSS is its own):
-decode + convert only, and decode + convert + label (the whole ``lapo label`` path). Prints a table
-and writes JSON. Throughput = source frames per second of wall time.
-"""
+Builds H.264 mp4 test videos (libx264, 30 fps, ``envs.video.write_video``) from real frames of a
+dataset: 64×64 of ``--minutes`` (5 by default) and 256×256 (nearest-upscaled) of the same length,
+and 64×64 of 1 and 30 minutes for the memory comparison. Each row runs in a fresh process (so peak
+RSS is its own) and labels the whole file with the ``lapo label`` path (:func:`lapo.label.label_video`)
+in one of three variants, so before and after come from the same run:
 
+- ``before``: Pillow resize (``VideoConfig.resampler="pillow"``), IDM in the decoding thread, batch 512;
+- ``+swscale``: FFmpeg converts colour and size in one call, still in turn with the IDM;
+- ``now`` (the defaults): swscale, the IDM in 2 worker threads while the main thread decodes, batch 128.
+
+All variants convert frames with ``threads=1`` (without it PyAV ran a thread pool per frame, ~20×
+slower per 64×64 frame: ``scripts/profile_stages.py`` shows that alone). Decode+convert throughput
+is measured in the same fresh processes. Prints the CPU model and flags, a table, and writes JSON.
+Throughput = source frames per second of wall time.
+"""
 from __future__ import annotations
 
 import json
@@ -29,57 +39,49 @@ class Args:
     """Dataset whose frames make the test videos."""
     work_dir: Path = Path("runs/benchmark_label")
     """Where test videos, labels and the JSON go."""
-    minutes: tuple[float, ...] = (1.0, 30.0)
-    """Video lengths for the memory comparison (at 64×64)."""
+    minutes: float = 5.0
+    """Length of the throughput videos (64×64 and 256×256)."""
+    memory_minutes: tuple[float, float] = (1.0, 30.0)
+    """Short and long 64×64 videos for the peak-memory comparison (labeled with the defaults)."""
     threads: int = 2
     """torch threads in each labeling process."""
 
 
-def make_video(frames: np.ndarray, path: Path, n: int, size: int, fps: int = 30) -> Path:
-    """Encode ``n`` frames (cycling through ``frames``, upscaled to ``size``) as an mp4."""
-    import av
-    from PIL import Image
+VARIANTS = {"before": {"resampler": "pillow", "workers": 0, "batch_size": 512},
+            "+swscale": {"resampler": "swscale", "workers": 0, "batch_size": 512},
+            "now": {"resampler": "swscale", "workers": 2, "batch_size": 128}}
+"""The configurations compared; ``now`` is the default of ``lapo label``."""
 
-    if path.exists():
-        return path
-    tmp = path.with_name(path.stem + ".tmp.mp4")
-    with av.open(str(tmp), "w") as c:
-        s = c.add_stream("mpeg4", rate=fps)
-        s.width = s.height = size
-        s.pix_fmt = "yuv420p"
-        s.bit_rate = 2_000_000 if size > 64 else 400_000
-        for i in range(n):
-            f = frames[i % len(frames)]
-            if size != f.shape[0]:
-                f = np.asarray(Image.fromarray(f).resize((size, size), Image.NEAREST))
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    tmp.rename(path)
+
+def make_video(frames: np.ndarray, path: Path, n: int, size: int, fps: int = 30) -> Path:
+    """Encode ``n`` frames (cycling through ``frames``, upscaled nearest to ``size``) as an H.264 mp4."""
+    from envs.video import write_video
+
+    if not path.exists():
+        write_video((frames[i % len(frames)] for i in range(n)), path, fps=fps, scale=size // frames.shape[1])
     return path
 
 
-def run_one(video: Path, checkpoint: Path, out: Path, decode_only: bool, threads: int) -> dict:
-    """Time one decode(+label) pass in a fresh process; returns its JSON line."""
+def run_one(video: Path, checkpoint: Path, out: Path, variant: str, threads: int) -> dict:
+    """Time decode+convert, then labeling, of one file in a fresh process; returns its JSON line."""
+    v = VARIANTS[variant]
     code = f"""
-import json, resource, shutil, sys, time, torch
+import json, resource, shutil, time, torch
 torch.set_num_threads({threads})
 from envs.video import VideoConfig, iter_video
 from lapo.label import label_video
 from lapo.lam import LatentActionModel
 video, out = {str(video)!r}, {str(out)!r}
-cfg = VideoConfig(size=64, mode="resize")
+cfg = VideoConfig(size=64, mode="resize", resampler={v['resampler']!r})
+lam = LatentActionModel.from_pretrained({str(checkpoint)!r})
 t0 = time.perf_counter()
-if {decode_only}:
-    n = sum(1 for _ in iter_video(video, cfg))
-else:
-    lam = LatentActionModel.from_pretrained({str(checkpoint)!r})
-    t0 = time.perf_counter()
-    shutil.rmtree(out, ignore_errors=True)
-    n = int(json.load(open(label_video(lam, video, out, cfg, 512) / "meta.json"))["num_frames"])
+n_decoded = sum(1 for _ in iter_video(video, cfg))
+decode_s = time.perf_counter() - t0
+shutil.rmtree(out, ignore_errors=True)
+t0 = time.perf_counter()
+n = int(json.load(open(label_video(lam, video, out, cfg, {v['batch_size']}, workers={v['workers']}) / "meta.json"))["num_frames"])
 dt = time.perf_counter() - t0
-print(json.dumps({{"frames": n, "seconds": dt, "fps": n / dt,
+print(json.dumps({{"frames": n, "seconds": dt, "fps": n / dt, "decode_fps": n_decoded / decode_s,
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -88,27 +90,31 @@ print(json.dumps({{"frames": n, "seconds": dt, "fps": n / dt,
 
 def main(args: Args) -> dict:
     from envs.dataset import EpisodeDataset
+    from scripts.profile_stages import cpu_info
 
     args.work_dir.mkdir(parents=True, exist_ok=True)
     frames = np.asarray(EpisodeDataset(args.frames_from).frames[:3000])
-    cases = [(64, m) for m in args.minutes] + [(256, args.minutes[0])]
     rows = []
-    for size, minutes in cases:
-        n = int(minutes * 60 * 30)
-        video = make_video(frames, args.work_dir / f"video_{size}px_{minutes:g}min.mp4", n, size)
-        decode = run_one(video, args.checkpoint, args.work_dir / "labels", True, args.threads)
-        full = run_one(video, args.checkpoint, args.work_dir / "labels", False, args.threads)
-        rows.append({"source": f"{size}×{size}", "minutes": minutes, "frames": full["frames"],
-                     "decode_fps": decode["fps"], "label_fps": full["fps"],
-                     "decode_share": decode["seconds"] / full["seconds"],
-                     "peak_rss_mb": full["peak_rss_mb"], "decode_only_rss_mb": decode["peak_rss_mb"]})
-    print("| source | minutes | frames | decode+convert fps | end-to-end label fps | decode share of time | peak RSS MB |")
+
+    def video(size: int, minutes: float) -> Path:
+        return make_video(frames, args.work_dir / f"h264_{size}px_{minutes:g}min.mp4", int(minutes * 60 * 30), size)
+
+    for size in (64, 256):
+        for variant in VARIANTS:
+            r = run_one(video(size, args.minutes), args.checkpoint, args.work_dir / "labels", variant, args.threads)
+            rows.append({"source": f"{size}×{size}", "minutes": args.minutes, "variant": variant, **r})
+    for minutes in args.memory_minutes:
+        r = run_one(video(64, minutes), args.checkpoint, args.work_dir / "labels", "now", args.threads)
+        rows.append({"source": "64×64", "minutes": minutes, "variant": "now", **r})
+    cpu = cpu_info()
+    print(f"CPU: {cpu['model']}, {cpu['cores']} cores, flags: {' '.join(cpu['flags'])}; torch threads {args.threads}")
+    print("| source | minutes | variant | frames | decode+convert fps | end-to-end label fps | peak RSS MB |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['source']} | {r['minutes']:g} | {r['frames']} | {r['decode_fps']:.0f} | {r['label_fps']:.0f} | "
-              f"{r['decode_share']:.0%} | {r['peak_rss_mb']:.0f} |")
-    result = {"rows": rows, "checkpoint": str(args.checkpoint), "threads": args.threads,
-              "time": time.strftime("%Y-%m-%d %H:%M")}
+        print(f"| {r['source']} | {r['minutes']:g} | {r['variant']} | {r['frames']} | {r['decode_fps']:,.0f} "
+              f"| {r['fps']:,.0f} | {r['peak_rss_mb']:.0f} |")
+    result = {"rows": rows, "cpu": cpu, "checkpoint": str(args.checkpoint), "threads": args.threads,
+              "variants": VARIANTS, "time": time.strftime("%Y-%m-%d %H:%M")}
     (args.work_dir / "results.json").write_text(json.dumps(result, indent=2))
     return result
 

@@ -45,7 +45,7 @@ import tyro
 from tqdm import tqdm
 
 from envs.video import VideoConfig, VideoDecodeReport, VideoError, find_videos
-from lapo.label import label_dataset, label_video
+from lapo.label import label_dataset, label_precision, label_video
 from lapo.lam import LatentActionModel
 
 
@@ -64,6 +64,9 @@ class Args:
     workers: int = 2
     """Threads running the IDM on batches at once while the main thread decodes (0 = decode and
     label in turn in one thread; see :func:`lapo.label.encode_batches`)."""
+    precision: str = "auto"
+    """``auto`` (bf16 only where the CPU/GPU runs it natively and a measurement says faster; printed),
+    ``fp32`` or ``bf16``."""
     overwrite: bool = False
     """Replace existing outputs."""
     allow_partial: bool = False
@@ -80,6 +83,7 @@ def main(args: Args) -> int:
         FileNotFoundError / ValueError: bad checkpoint, or an input path that does not exist.
     """
     lam = LatentActionModel.from_pretrained(args.checkpoint, args.device)
+    precision = label_precision(lam, args.precision, args.batch_size)  # once for every input
     video_cfg = dataclasses.replace(args.video, size=lam.cfg.image_size)
     out_root = args.out or Path("labels")
     failures: list[str] = []
@@ -95,7 +99,7 @@ def main(args: Args) -> int:
         try:
             target = out_root / ds_name if args.out else None
             out = label_dataset(args.checkpoint, ds, target, args.batch_size, args.overwrite, args.device,
-                                workers=args.workers)
+                                workers=args.workers, precision=precision)
             print(f"wrote {out}")
         except (ValueError, FileExistsError) as e:
             failures.append(f"{ds}: {e}")
@@ -103,7 +107,7 @@ def main(args: Args) -> int:
         for video, name in zip(videos, names):
             try:
                 out = label_video(lam, video, out_root / name, video_cfg, args.batch_size, args.overwrite, bar,
-                                  args.workers)
+                                  args.workers, precision)
             except (VideoError, FileExistsError) as e:
                 failures.append(str(e) if str(video) in str(e) else f"{video}: {e}")
                 continue

@@ -110,3 +110,14 @@ def test_visualize_writes_gif_embedding_and_confusion(square_dataset, tmp_path):
     x = np.random.default_rng(0).standard_normal((100, 3)) * np.array([5.0, 1.0, 0.1])
     xy = pca_2d(x)
     assert xy.shape == (100, 2) and xy[:, 0].std() > xy[:, 1].std() > 0.5  # largest variance first
+
+
+def test_row_blocks_keep_rows_in_order_across_block_boundaries():
+    from lapo.label import RowBlocks
+
+    rows = RowBlocks(block_rows=3)
+    parts = [np.arange(n * 2, dtype=np.float32).reshape(n, 2) + 100 * i for i, n in enumerate((2, 5, 1, 3))]
+    for p in parts:
+        rows.append(p)
+    assert len(rows.blocks) == 4  # 11 rows in blocks of 3
+    np.testing.assert_array_equal(rows.array(), np.concatenate(parts))

@@ -1,4 +1,4 @@
-"""The shared trainer: exact resume after SIGKILL, torchrun (2 CPU processes) = 1 process at the same
+"""The shared trainer: exact resume after SIGKILL (with and without prefetching), torchrun (2 CPU processes) = 1 process at the same
 global batch, the LR schedule, sampler sharding, the precision rule, refusing a foreign state."""
 
 from __future__ import annotations
@@ -31,11 +31,14 @@ def train_lam_cmd(dataset: Path, out: Path, *extra: str) -> list[str]:
 
 def test_sigkill_then_resume_gives_bitwise_identical_parameters(square_dataset, tmp_path):
     """A LAM run killed with SIGKILL after its first training checkpoint, rerun with the same command,
-    ends with exactly the parameters (and buffers) of an uninterrupted run."""
+    ends with exactly the parameters (and buffers) of an uninterrupted run. The killed run prefetches
+    its batches and the uninterrupted one does not: prefetching changes neither the batches nor the
+    sampler state a checkpoint stores."""
     args = ["--train.steps", "120", "--train.checkpoint-every", "20", "--train.eval-every", "60", "--train.warmup", "10"]
-    subprocess.run(train_lam_cmd(square_dataset, tmp_path / "straight", *args), env=ENV, check=True,
-                   capture_output=True)
+    subprocess.run(train_lam_cmd(square_dataset, tmp_path / "straight", *args, "--train.prefetch", "off"), env=ENV,
+                   check=True, capture_output=True)
     killed = tmp_path / "killed"
+    args += ["--train.prefetch", "on"]
     proc = subprocess.Popen(train_lam_cmd(square_dataset, killed, *args), env=ENV, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
@@ -173,3 +176,24 @@ def test_precision_rule(monkeypatch, tmp_path):
     monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)  # a stored bf16 this CPU cannot run
     torch.save({**state, "precision": "bf16"}, tmp_path / training.STATE_FILE)
     assert linear_task(TrainConfig(steps=6, batch_size=8, checkpoint_every=2), tmp_path).precision == "fp32"
+
+
+def test_labeling_precision_follows_the_same_rule(monkeypatch, tmp_path):
+    """Labeling picks its precision by the trainer's rule: fp32 without native bf16 (bf16 refused,
+    naming the CLI flag), a measured choice where bf16 is native; the labels are the same up to
+    bf16 rounding."""
+    from lapo.label import encode_batches, label_precision
+    from lapo.lam import LAMConfig, LatentActionModel
+
+    torch.manual_seed(0)
+    lam = LatentActionModel(LAMConfig(idm_channels=(8, 8, 8), idm_hidden=16, widths=(8, 8, 8), latent_dim=4))
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: False)
+    assert label_precision(lam, "auto", 4) == "fp32"
+    with pytest.raises(ValueError, match="no native bf16.*--precision fp32"):
+        label_precision(lam, "bf16", 4)
+    monkeypatch.setattr(training, "cpu_has_native_bf16", lambda: True)
+    assert label_precision(lam, "auto", 4) in ("fp32", "bf16")
+    windows = [np.random.default_rng(i).integers(0, 256, (4, 3, 64, 64, 3), dtype=np.uint8) for i in range(3)]
+    z32 = np.concatenate([z for z, _ in encode_batches(lam, windows, 2, "fp32")])
+    z16 = np.concatenate([z for z, _ in encode_batches(lam, windows, 0, "bf16")])
+    assert z32.shape == z16.shape == (12, 4) and np.abs(z32 - z16).max() < 0.1
