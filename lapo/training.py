@@ -20,6 +20,10 @@ CPU whose flags show native bf16 (``avx512_bf16`` or ``amx_bf16``; on AVX2-only 
 slower), and kept only if a short measurement of training steps on a copy of the model is faster.
 The choice is printed and stored in the training state, so a resumed run keeps it.
 
+**Data.** ``charts/{tag}_data_wait_fraction`` logs the share of wall time the loop waited for its
+batches. With ``prefetch`` (``auto``: CUDA only) :class:`Prefetcher` builds the next batch in a
+thread while the step computes; batches and checkpointed sampler state are those of a run without.
+
 Dimension keys: B global batch, b per-rank batch (B / world size).
 """
 
