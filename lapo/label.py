@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -225,7 +226,7 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
     lam = for_inference(lam)
     precision = label_precision(lam, precision, batch_size)
     report = VideoDecodeReport()
-    indices, times = [], []
+    indices, times = array("q"), array("d")  # 8 bytes per frame, no Python object each
 
     def window_batches():  # (B, 3, H, W, C) uint8 windows of consecutive transitions, streamed
         buf: list[np.ndarray] = []  # frames at stream positions base, base + 1, ...
