@@ -130,7 +130,7 @@ def encode_batches(lam, windows, workers: int = 2, precision: str = "fp32"):
 
     With ``workers`` > 0 the IDM encodes up to ``2 * workers`` batches at once in that many threads
     (torch releases the GIL) while the calling thread reads or decodes the next ones; 0 encodes in the
-    calling thread. On a 2-core CPU the IDM alone ran ~1.15× faster in 2 threads (small convs
+    calling thread. On a 2-core CPU the IDM alone ran 1.14–1.39× faster in 2 threads (small convs
     parallelize poorly inside one op), and labeling a video ~1.4× faster, since decoding overlaps
     (``scripts/profile_stages.py``, ``scripts/benchmark_label.py``).
     """

@@ -91,7 +91,7 @@ def random_shift(obs: torch.Tensor, shift: int, offsets: np.ndarray | None) -> t
         offsets: ``(B, 2)`` ints in ``[0, 2 * shift]``: (dy, dx) crop corner per sample, drawn by
             :class:`lapo.training.BatchSampler`.
 
-    Pads in uint8 and copies one crop per sample: ~4× faster than a float gather of every pixel
+    Pads in uint8 and copies one crop per sample: ~3–4× faster than a float gather of every pixel
     (``scripts/profile_stages.py``), with the same result.
     """
     if shift == 0:
