@@ -218,9 +218,13 @@ class VideoDecodeReport:
                 "decode_errors": self.errors, "frames_lost": self.lost}
 
 
-def iter_video(path: str | os.PathLike, cfg: VideoConfig,
-               report: VideoDecodeReport | None = None) -> Iterator[tuple[np.ndarray, int, float]]:
+def iter_video(path: str | os.PathLike, cfg: VideoConfig, report: VideoDecodeReport | None = None,
+               convert: bool = True) -> Iterator[tuple[np.ndarray, int, float]]:
     """Stream ``(frame (size, size, 3) uint8, source frame index, timestamp s)`` from a video file.
+
+    With ``convert=False`` the frame is the decoded ``av.VideoFrame`` (after the frame-rate rule),
+    for a caller that converts it elsewhere with :func:`frame_to_rgb` (``lapo label`` does so in its
+    IDM threads).
 
     A packet that fails to decode is skipped and counted (see the module docstring); the stream goes
     on. Pass ``report`` to learn afterwards how many errors and lost frames there were: a file is
@@ -265,7 +269,7 @@ def iter_video(path: str | os.PathLike, cfg: VideoConfig,
             kept += 1
             if (kept - 1) % cfg.stride:
                 continue
-            yield frame_to_rgb(frame, cfg), index, t
+            yield (frame_to_rgb(frame, cfg) if convert else frame), index, t
 
 
 def decode_frames(container, stream, report: VideoDecodeReport) -> Iterator:

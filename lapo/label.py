@@ -126,7 +126,8 @@ def label_precision(lam, requested: str = "auto", batch_size: int = 128) -> str:
 def encode_batches(lam, windows, workers: int = 2, precision: str = "fp32"):
     """Yield ``(z (B, L) float32, codes (B, G) int64)`` numpy for each uint8 window batch
     ``(B, 3, H, W, C)`` of the iterable ``windows``, in order, under ``precision`` autocast
-    (``fp32`` or ``bf16``; see :func:`label_precision`).
+    (``fp32`` or ``bf16``; see :func:`label_precision`). An item may also be a function returning
+    the batch; it is called in the worker (so building the batch runs there too).
 
     With ``workers`` > 0 the IDM encodes up to ``2 * workers`` batches at once in that many threads
     (torch releases the GIL) while the calling thread reads or decodes the next ones; 0 encodes in the
@@ -139,6 +140,8 @@ def encode_batches(lam, windows, workers: int = 2, precision: str = "fp32"):
     device = next(lam.parameters()).device
 
     def encode(batch):
+        if callable(batch):
+            batch = batch()
         with torch.inference_mode(), autocast(device, precision):
             enc = lam.encode(torch.from_numpy(batch).to(device))
         return enc.z.float().cpu().numpy(), enc.codes.cpu().numpy()
@@ -200,7 +203,8 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
         timestamps.npy     (M,) float64    timestamp of o_t, seconds
 
     M = kept frames - 1. As for datasets, the IDM window edge-pads ``o_{t-1}`` at t = 0. The calling
-    thread decodes while ``workers`` threads run the IDM (:func:`encode_batches`) in ``precision``
+    thread decodes while ``workers`` threads convert large frames and run the IDM
+    (:func:`encode_batches`) in ``precision``
     (:func:`label_precision`; pass the resolved value when labeling many files); memory holds about
     ``(2 * workers + 1) * batch_size`` frames' windows plus the (small) latents, whatever the length.
 
@@ -214,7 +218,9 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
             written); FileExistsError: ``out`` exists and ``overwrite`` is False; ValueError:
             ``video_cfg.size`` is not the LAM's image size.
     """
-    from envs.video import VideoDecodeReport, VideoError, iter_video
+    from functools import partial
+
+    from envs.video import VideoDecodeReport, VideoError, frame_to_rgb, iter_video
     from envs.io import jsonable
 
     out = Path(out)
@@ -228,8 +234,20 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
     report = VideoDecodeReport()
     indices, times = array("q"), array("d")  # 8 bytes per frame, no Python object each
 
-    def window_batches():  # (B, 3, H, W, C) uint8 windows of consecutive transitions, streamed
-        buf: list[np.ndarray] = []  # frames at stream positions base, base + 1, ...
+    def convert_here(frame) -> bool:
+        """Convert in the decoding thread, or leave it to the IDM threads? Large frames (a resize to
+        the LAM's size) go to the threads: at 256×256 that took labeling from 1,616–1,757 to 1,876
+        frames/s; small ones are cheap to convert and stay (at 64×64 moving them cost a quarter of
+        the speed and 70 MB more RSS on a 30-minute video; ``scripts/benchmark_label.py``)."""
+        return workers == 0 or frame.width * frame.height <= 4 * video_cfg.size ** 2
+
+    def windows_of(frames: list, index: np.ndarray) -> np.ndarray:
+        """(B, 3, H, W, C) uint8 windows ``frames[index]`` of converted or still decoded frames."""
+        rgb = np.stack([f if isinstance(f, np.ndarray) else frame_to_rgb(f, video_cfg) for f in frames])
+        return rgb[index]
+
+    def window_batches():  # windows of consecutive transitions, streamed (functions that build them)
+        buf: list = []  # frames at stream positions base, base + 1, ...
         base = next_t = 0
 
         def take(final: bool):
@@ -238,15 +256,15 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
             while next_t <= last_t and (final or last_t - next_t + 1 >= batch_size):
                 t = np.arange(next_t, min(next_t + batch_size, last_t + 1))  # stream positions of o_t
                 prev = np.maximum(t - 1, 0)  # edge pad at the first frame
-                frames = np.stack(buf[prev[0] - base:t[-1] + 2 - base])  # (n, H, W, C) the windows need
-                yield frames[np.stack([prev, t, t + 1], 1) - prev[0]]
+                frames = buf[prev[0] - base:t[-1] + 2 - base]  # the frames these windows need
+                yield partial(windows_of, frames, np.stack([prev, t, t + 1], 1) - prev[0])
                 next_t = int(t[-1]) + 1
             drop = max(0, next_t - 1 - base)
             del buf[:drop]
             base += drop
 
-        for frame, index, seconds in iter_video(path, video_cfg, report):
-            buf.append(frame)
+        for frame, index, seconds in iter_video(path, video_cfg, report, convert=False):
+            buf.append(frame_to_rgb(frame, video_cfg) if convert_here(frame) else frame)
             indices.append(index)
             times.append(seconds)
             yield from take(final=False)

@@ -168,6 +168,11 @@ def test_video_labels_match_labels_of_the_imported_dataset(tmp_path):
         np.testing.assert_allclose(np.load(out / "timestamps.npy"), np.arange(10) / 15, atol=0.011)
     with pytest.raises(FileExistsError, match="--overwrite"):
         label_video(lam, video, small, cfg)
+    # a large source is converted in the IDM threads instead of the decoding thread: same labels
+    large = write_video(tmp_path / "large.mp4", n=11, w=160, h=160)
+    threads = np.load(label_video(lam, large, tmp_path / "t", cfg, batch_size=4) / "latents.npy")
+    inline = np.load(label_video(lam, large, tmp_path / "i", cfg, batch_size=4, workers=0) / "latents.npy")
+    np.testing.assert_allclose(threads, inline, atol=1e-5)
 
 
 def test_label_cli_reports_bad_files_and_labels_the_rest(tmp_path):
