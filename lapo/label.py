@@ -167,8 +167,8 @@ class RowBlocks:
 
     Keeping each batch's small result array instead (one small allocation per batch, living until
     the end) fragmented glibc's heap between the large short-lived allocations of the next batches:
-    labeling a 30-minute video grew the RSS by ~40 KB per frame (2 GB at 54k frames); with blocks it
-    stays flat (``scripts/benchmark_label.py`` compares 1 and 30 minutes).
+    labeling a 30-minute video grew the RSS by ~40 KB per frame (2 GB at 54k frames, a one-off trace);
+    with blocks it stays flat (``scripts/benchmark_label.py`` compares 1 and 30 minutes).
     """
 
     def __init__(self, block_rows: int = 16384):

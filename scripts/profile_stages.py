@@ -21,6 +21,7 @@ flags, a table, and writes JSON (``--out``). Pause other jobs while it runs.
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import dataclass
@@ -60,8 +61,6 @@ def cpu_info() -> dict:
     except OSError:
         pass
     keep = sorted(f for f in flags if f.startswith(("avx", "amx", "fma")))
-    import os
-
     return {"model": model, "cores": os.cpu_count(), "flags": keep}
 
 
