@@ -182,7 +182,7 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     steps = PolicyTrainConfig(steps=5, batch_size=8)
     cfg = MetaWorldBenchmarkConfig(
         video=MetaWorldCollectConfig(tasks=("button-press-topdown-v3",), episodes_per_task=4, max_steps=20),
-        ks=(1,), methods=("oracle_bc", "bc", "ours_bins", "clam"), run_dir=tmp_path / "bench", eval_episodes=2,
+        ks=(1,), methods=("oracle_bc", "bc", "ours_bins", "clam"), ours="ours_bins", run_dir=tmp_path / "bench", eval_episodes=2,
         lam=LAMConfig(**tiny_lam), clam_lam=LAMConfig(**tiny_lam, quantizer="none"),
         lam_train=LAMTrainConfig(steps=5, batch_size=8, probe_k=0, eval_every=5), policy=PolicyConfig(channels=(8, 16, 16), hidden=32),
         policy_train=steps, bc_train=steps, idm_train=steps, threads=1)
@@ -198,7 +198,7 @@ def test_benchmark_end_to_end_tiny(tmp_path):
 def test_targets_use_paired_differences_on_the_same_layouts():
     from lapo.benchmark_metaworld import MetaWorldBenchmarkConfig, aggregate
 
-    cfg = MetaWorldBenchmarkConfig(methods=("oracle_bc", "bc", "ours_bins"))
+    cfg = MetaWorldBenchmarkConfig(methods=("oracle_bc", "bc", "ours_regression"))
     tasks = cfg.tasks
 
     def cell(method, k, rates):
@@ -207,7 +207,7 @@ def test_targets_use_paired_differences_on_the_same_layouts():
                 "tasks": {t: {"successes": [1] * int(10 * r) + [0] * (10 - int(10 * r))} for t, r in zip(tasks, rates)}}
 
     cells = [cell("random", None, [0] * 5), cell("oracle_bc", None, [1, 1, 0.8, 0.6, 0.2]),
-             cell("bc", 5, [0.3] * 5), cell("ours_bins", 5, [0.9, 0.9, 0.8, 0.6, 0.0])]
+             cell("bc", 5, [0.3] * 5), cell("ours_regression", 5, [0.9, 0.9, 0.8, 0.6, 0.0])]
     t = aggregate(cells, cfg)["targets"]["k5"]
     assert t["tasks_oracle_ge_0.5"] == list(tasks[:4])  # pick-place (0.2) is left out
     assert abs(t["ratio"] - 0.8 / 0.85) < 1e-9 and t["ours_ge_0.8_oracle"]
