@@ -66,6 +66,8 @@ class Args:
     seed: int = 0
     num_envs: int = 2
     out: Path = field(default_factory=lambda: Path("docs/metaworld_recipe.json"))
+    """Results by variant name; a variant already in it is not rerun, so give another ``--out`` for
+    other tasks, episode counts or seeds."""
 
 
 def main(args: Args) -> None:
