@@ -301,6 +301,11 @@ class MetaWorldCollectConfig:
     overwrite: bool = False
     """Replace an existing dataset at ``out`` (only once the new one is complete)."""
 
+    def env_kwargs(self) -> dict:
+        """Camera, frame size and episode rules of this video, for :class:`MetaWorldEnv` (evaluation
+        envs must match the training video's)."""
+        return dict(camera=self.camera, size=self.size, max_steps=self.max_steps, success_hold=self.success_hold)
+
     def __post_init__(self):
         if not self.tasks:
             raise ValueError("tasks is empty; give at least one Meta-World task, e.g. --tasks reach-v3")

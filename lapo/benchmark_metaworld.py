@@ -127,8 +127,7 @@ class MetaWorldBenchmarkConfig:
 
     def env_kwargs(self) -> dict:
         """The video's camera, frame size and episode rules, for evaluation envs."""
-        v = self.video
-        return dict(camera=v.camera, size=v.size, max_steps=v.max_steps, success_hold=v.success_hold)
+        return self.video.env_kwargs()
 
 
 class TaskMixRun(GameRun):

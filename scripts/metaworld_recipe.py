@@ -1,7 +1,7 @@
 """Choose the Meta-World BC recipe on a development task, before the benchmark's tasks are run.
 
 Every BC-type policy of ``lapo benchmark --domain metaworld`` (oracle BC, BC on k, IDM -> BC, the
-latent policy) shares one network and one training budget. This script compares recipe variants of
+latent policy) shares one network and one action decoding. This script compares recipe variants of
 **oracle BC** (all labels: the ceiling every other row lives under) and of BC on k labeled
 episodes per task (its own budget, so the baseline is tuned as well as ours) on development tasks that are
 not among the benchmark's tasks, evaluated on development layouts (ids from
@@ -72,6 +72,7 @@ class Args:
 
 def main(args: Args) -> None:
     from envs.dataset import space_to_json
+    from envs.io import atomic_write_text
     from envs.metaworld import DEFAULT_TASKS, MetaWorldCollectConfig
     from lapo import stages
     from lapo.decoder import ActionHeadConfig
@@ -107,15 +108,13 @@ def main(args: Args) -> None:
                                          out=args.run_dir / name, tag=name)
         train_s = time.time() - t0
         res = evaluate_metaworld(lambda obs: agent.act(obs, v.deterministic), args.tasks, args.eval_episodes,
-                                 args.num_envs, DEV_LAYOUT_START, desc=name,
-                                 camera=video.camera, size=video.size, max_steps=video.max_steps,
-                                 success_hold=video.success_hold)
+                                 args.num_envs, DEV_LAYOUT_START, desc=name, **video.env_kwargs())
         per_task = {t: float(r.successes.mean()) for t, r in res.items()}
         results[name] = {"variant": dataclasses.asdict(v), "success": float(np.mean(list(per_task.values()))),
                          "per_task": per_task, "train_seconds": train_s}
         print(f"{name}: {results[name]['success']:.2f} {per_task} train {train_s:.0f}s")
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1))
+        atomic_write_text(args.out, json.dumps(results, indent=1))
     tasks = list(args.tasks)
     print("| variant | " + " | ".join(tasks) + " | average | train s |\n|---|" + "---|" * (len(tasks) + 2))
     for name, r in results.items():
