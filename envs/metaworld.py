@@ -350,10 +350,8 @@ def collect(cfg: MetaWorldCollectConfig) -> Path:
         for c, start in enumerate(range(0, cfg.episodes_per_task, _CHUNK)):
             layouts = list(range(cfg.layout_start + start,
                                  cfg.layout_start + min(start + _CHUNK, cfg.episodes_per_task)))
-            jobs.append((j, task, layouts, cfg.noise, [cfg.seed, j, c],
-                         dict(camera=cfg.camera, size=cfg.size, max_steps=cfg.max_steps, success_hold=cfg.success_hold)))
-    meta = {"source": {"kind": "metaworld", "camera": cfg.camera, "size": cfg.size, "max_steps": cfg.max_steps,
-                       "success_hold": cfg.success_hold},
+            jobs.append((j, task, layouts, cfg.noise, [cfg.seed, j, c], cfg.env_kwargs()))
+    meta = {"source": {"kind": "metaworld", **cfg.env_kwargs()},
             "tasks": list(cfg.tasks), "fps": 15, "collector": {"policy": "scripted", "noise": cfg.noise},
             "action_space": space_to_json(gym.spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)),
             "action_names": list(ACTION_NAMES), "collect_config": collect_record(cfg)}
