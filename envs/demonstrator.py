@@ -75,6 +75,8 @@ class PPOConfig:
     """Env steps between resume checkpoints."""
     threads: int = 2
     """torch CPU threads."""
+    device: str = "cpu"
+    """Torch device of the PPO networks (``cpu`` or ``cuda``); on a 2-core CPU, ``cpu`` is the one there is."""
 
     def __post_init__(self):
         check_game(self.env_name, self.distribution_mode)
@@ -86,7 +88,7 @@ class PPOConfig:
         """Keyword arguments of SB3's ``PPO`` for these hyperparameters."""
         return dict(n_steps=self.n_steps, batch_size=self.batch_size, n_epochs=self.n_epochs,
                     learning_rate=self.learning_rate, gamma=self.gamma, gae_lambda=self.gae_lambda,
-                    ent_coef=self.ent_coef, clip_range=self.clip_range, seed=self.seed, device="cpu", verbose=0)
+                    ent_coef=self.ent_coef, clip_range=self.clip_range, seed=self.seed, device=self.device, verbose=0)
 
 
 @dataclass
@@ -101,11 +103,17 @@ class TrainExpertConfig(PPOConfig):
     """Where the shipped form (config.json + model.safetensors) is written at the end."""
     eval_episodes: int = 200
     """Episodes on unseen levels for the return recorded next to the checkpoint."""
+    max_minutes: float | None = None
+    """Wall-clock budget of this call: training stops at the first PPO step past it and saves the
+    resume checkpoint (re-run to continue; the shipped form is written only once
+    ``total_timesteps`` is reached). None: no budget."""
 
     def __post_init__(self):
         super().__post_init__()
         if self.total_timesteps < 1:
             raise ValueError(f"total_timesteps must be >= 1, got {self.total_timesteps}")
+        if self.max_minutes is not None and self.max_minutes < 0:
+            raise ValueError(f"max_minutes must be >= 0 or None, got {self.max_minutes}")
 
 
 def policy_spaces():
@@ -114,12 +122,27 @@ def policy_spaces():
 
 
 def train_demonstrator(cfg: TrainExpertConfig):
-    """Train (or resume) PPO with SB3's ``CnnPolicy`` on ``cfg.env_name``; returns the SB3 model.
+    """Train (or resume) PPO with SB3's ``CnnPolicy`` on ``cfg.env_name``; returns the SB3 model,
+    whose ``num_timesteps`` is below ``cfg.total_timesteps`` when ``cfg.max_minutes`` ran out.
     Resumable across sessions (:func:`learn_ppo`)."""
+    import time
+
     from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class TimeBudget(BaseCallback):
+        """Stops ``learn`` at the first step past ``cfg.max_minutes`` of wall time."""
+
+        def __init__(self):
+            super().__init__()
+            self.deadline = time.monotonic() + 60 * cfg.max_minutes
+
+        def _on_step(self) -> bool:
+            return time.monotonic() < self.deadline
 
     return learn_ppo(cfg, cfg.run_dir, cfg.total_timesteps,
                      lambda env: PPO("CnnPolicy", env, tensorboard_log=str(cfg.run_dir / "tb"), **cfg.ppo_kwargs()),
+                     callbacks=() if cfg.max_minutes is None else (TimeBudget(),),
                      desc=f"train-expert {cfg.env_name}")
 
 
@@ -147,7 +170,7 @@ def learn_ppo(cfg: PPOConfig, run_dir: Path, total_timesteps: int, new_model, ca
     ckpt = run_dir / CHECKPOINT_NAME
     env = make_training_env(cfg, run_dir, resume=ckpt.exists())
     if ckpt.exists():
-        model = PPO.load(ckpt, env=env, device="cpu")
+        model = PPO.load(ckpt, env=env, device=cfg.device)
         print(f"resuming {ckpt} at {model.num_timesteps} env steps")
     else:
         model = new_model(env)

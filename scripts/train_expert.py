@@ -5,7 +5,10 @@
 
 Re-running the same command resumes from ``run_dir/ppo_checkpoint.zip``. At the end the policy is
 exported to ``out`` (config.json + model.safetensors) and evaluated on unseen levels; the measured
-return is written into ``out/config.json`` next to the weights.
+return is written into ``out/config.json`` next to the weights. ``--max-minutes M`` stops a call
+after M minutes with the checkpoint saved (nothing exported; re-run to continue), and
+``--device cuda`` trains on a GPU (several games at once on a many-core GPU machine:
+``envs/demonstrators/README.md``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ from lapo.evaluate import evaluate
 
 def main(cfg: TrainExpertConfig) -> dict:
     model = train_demonstrator(cfg)
+    if model.num_timesteps < cfg.total_timesteps:
+        print(f"stopped at {model.num_timesteps} of {cfg.total_timesteps} env steps (max_minutes="
+              f"{cfg.max_minutes}); checkpoint in {cfg.run_dir}: re-run the same command to continue")
+        return {"env_steps": int(model.num_timesteps), "stopped": "max_minutes"}
+    model.policy.to("cpu")
     demo = Demonstrator.from_sb3(model, cfg)
     res = evaluate(demo.act, cfg.env_name, cfg.eval_episodes, cfg.distribution_mode, seed=cfg.seed,
                    desc="eval demonstrator")

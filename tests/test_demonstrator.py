@@ -72,3 +72,17 @@ def test_train_expert_resumes_from_its_checkpoint(tmp_path):
     assert (tmp_path / "run" / CHECKPOINT_NAME).is_file()
     resumed = train_demonstrator(dataclasses.replace(cfg, total_timesteps=128))
     assert resumed.num_timesteps == 128  # continued from 64, not restarted
+
+
+def test_train_expert_stops_at_max_minutes_and_exports_nothing(tmp_path):
+    from envs.demonstrator import CHECKPOINT_NAME
+    from scripts.train_expert import main
+
+    cfg = TrainExpertConfig(total_timesteps=10_000, num_envs=4, n_steps=16, batch_size=32, n_epochs=1,
+                            run_dir=tmp_path / "run", out=tmp_path / "out", threads=1, max_minutes=0)
+    res = main(cfg)
+    assert res["stopped"] == "max_minutes" and res["env_steps"] < 10_000
+    assert (tmp_path / "run" / CHECKPOINT_NAME).is_file()  # resumable
+    assert not (tmp_path / "out").exists()  # the shipped form waits for total_timesteps
+    with pytest.raises(ValueError, match="max_minutes"):
+        TrainExpertConfig(max_minutes=-1)
