@@ -40,11 +40,16 @@ class Agent(Pretrained, nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
+    def forward(self, obs_NHWC: torch.Tensor) -> torch.Tensor:
+        """``(N, H, W, C)`` uint8 on the agent's device -> ``(N, A)`` float action outputs (logits,
+        bin logits or values), differentiable through head and policy (used to fine-tune the agent)."""
+        out = self.policy(obs_NHWC)
+        return self.head(out) if self.head is not None else out
+
     @torch.no_grad()
     def logits(self, obs_NHWC: torch.Tensor) -> torch.Tensor:
-        """``(N, H, W, C)`` uint8 -> ``(N, A)`` float action outputs (logits, bin logits or values)."""
-        out = self.policy(obs_NHWC.to(self.device))
-        return self.head(out) if self.head is not None else out
+        """``(N, H, W, C)`` uint8 -> ``(N, A)`` float action outputs, without gradients."""
+        return self(obs_NHWC.to(self.device))
 
     @torch.no_grad()
     def act(self, obs_NHWC: np.ndarray, deterministic: bool = False) -> np.ndarray:

@@ -15,6 +15,8 @@ method             what it trains                                               
 =================  ====================================================================  =======
 
 Optional rows (``--methods``): ``ours_bins`` / ``ours_regression`` (continuous action heads),
+``ours_tuned`` (ours, then the whole agent fine-tuned end to end on the k labels with BC on k's
+recipe: the same row as ``bc`` but for the pretrained start, :func:`lapo.stages.tune_agent`),
 ``clam`` (continuous LAM trained jointly with an action decoder on the k labels, the decoder acts)
 ``ours_supervised`` (ours, with the k labels also supervising the LAM through that joint
 decoder: the label-efficient variant, :func:`jointly_supervised`), and the two RL rows (LAPO §3.4,
@@ -69,12 +71,13 @@ from lapo.policy import PolicyConfig, PolicyTrainConfig
 
 REFERENCES = ("random", "demonstrator")
 TRAINED = ("oracle_bc", "bc", "idm", "ours")  # the default methods besides the references
-OPTIONAL = ("ours_bins", "ours_regression", "clam", "ours_supervised", "ours_finetune", "ppo_scratch")  # further registered methods (registry: METHODS)
-K_METHODS = ("bc", "idm", "ours", "ours_bins", "ours_regression", "clam", "ours_supervised")  # results depend on k
+OPTIONAL = ("ours_bins", "ours_regression", "ours_tuned", "clam", "ours_supervised", "ours_finetune", "ppo_scratch")  # further registered methods (registry: METHODS)
+K_METHODS = ("bc", "idm", "ours", "ours_bins", "ours_regression", "ours_tuned", "clam", "ours_supervised")  # results depend on k
 METHOD_NAMES = {"random": "random", "demonstrator": "demonstrator", "oracle_bc": "oracle BC (all actions)",
                 "bc": "BC on k labels", "idm": "IDM on k labels -> BC", "ours": "latent policy + k-shot head",
                 "ours_bins": "latent policy + k-shot head (RT-1 bins)",
                 "ours_regression": "latent policy + k-shot head (regression)",
+                "ours_tuned": "ours, then the whole agent BC-tuned on the k labels",
                 "clam": "CLAM: continuous LAM + joint action decoder",
                 "ours_supervised": "ours + k labels inside LAM training (LAOM-style)",
                 "ours_finetune": "ours + PPO fine-tune", "ppo_scratch": "PPO from scratch"}
@@ -349,6 +352,18 @@ def ours_method(run: GameRun, k: int, seed: int, head_cfg: ActionHeadConfig | No
     return agent, probe.get("probe_accuracy", probe.get("probe_direction_accuracy"))
 
 
+def ours_tuned_method(run: GameRun, k: int, seed: int):
+    """``ours``, then the whole agent fine-tuned end to end on the same k labels with BC on k's
+    recipe (``bc_train``: steps, learning rate, augmentation), so the row differs from ``bc`` only
+    in starting from the latent agent (:func:`lapo.stages.tune_agent`)."""
+    from lapo import stages
+
+    agent, probe = ours_method(run, k, seed)
+    tuned = stages.tune_agent(agent, run.ds, run.subset(k, seed), dataclasses.replace(run.cfg.bc_train, seed=seed),
+                              tag="ours_tuned")
+    return tuned, probe
+
+
 def ours_head(continuous: str):
     """``ours`` with a head of the given continuous decoding (``bins`` RT-1 or ``regression``)."""
     def method(run: GameRun, k: int, seed: int):
@@ -426,7 +441,8 @@ def ppo_method(name: str):
 
 METHODS = {"random": random_method, "demonstrator": demonstrator_method, "oracle_bc": oracle_bc_method,
            "bc": bc_method, "idm": idm_method, "ours": ours_method, "ours_bins": ours_head("bins"),
-           "ours_regression": ours_head("regression"), "clam": jointly_supervised("clam_lam", "decoder", "clam"),
+           "ours_regression": ours_head("regression"), "ours_tuned": ours_tuned_method,
+           "clam": jointly_supervised("clam_lam", "decoder", "clam"),
            "ours_supervised": jointly_supervised("lam", "fit", "supervised"),
            "ours_finetune": ppo_method("agent"), "ppo_scratch": ppo_method("scratch")}
 

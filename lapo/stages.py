@@ -172,10 +172,13 @@ def behaviour_cloning(dataset: EpisodeDataset, indices: np.ndarray, actions: np.
 
 
 def fit_head(policy: Policy, dataset: EpisodeDataset, labels, subset: LabeledSubset, head_cfg: ActionHeadConfig,
-             head_input: str = "policy", seed: int = 0, out: Path | None = None):
+             head_input: str = "policy", seed: int = 0, out: Path | None = None,
+             tune: PolicyTrainConfig | None = None):
     """Fit the k-shot action head on the labeled subset (the only true actions a latent agent sees)
     and compose ``head ∘ policy`` -> :class:`lapo.agent.Agent` (saved to ``out`` when given). Fast
     (seconds): always recomputed. ``labels`` (the dataset's) are read only for ``head_input="idm"``.
+    With ``tune``, the agent is then fine-tuned end to end on the same subset (:func:`tune_agent`)
+    before it is saved.
 
     Raises:
         ValueError: the dataset records no action space, or ``head_input="idm"`` without labels of
@@ -198,10 +201,35 @@ def fit_head(policy: Policy, dataset: EpisodeDataset, labels, subset: LabeledSub
     head = fit_action_head(latents, subset.actions, cfg, space_to_json(dataset.action_space), seed,
                            device=next(policy.parameters()).device)
     agent = Agent(policy, head)
+    if tune is not None:
+        agent = tune_agent(agent, dataset, subset, tune)
     if out is not None:
         _save_main(agent, out, k=len(subset.indices), labeled_indices_seed=subset.seed, head_input=head_input,
-                   labels=str(labels.path) if labels is not None else None)
+                   labels=str(labels.path) if labels is not None else None,
+                   tune_steps=tune.steps if tune is not None else 0)
     return agent
+
+
+def tune_agent(agent, dataset: EpisodeDataset, subset: LabeledSubset, train_cfg: PolicyTrainConfig, writer=None,
+               tag: str = "tune"):
+    """Fine-tune a whole latent agent (policy and head, end to end) on the k labeled transitions
+    with the BC loss of its action coding: BC on the k labels, started from the agent instead of
+    from scratch (pretrain on the video, then fine-tune on the labels; the offline counterpart of
+    LAPO §3.4's RL fine-tuning). Returns a tuned copy; ``agent`` itself is left unchanged (it may
+    be the shared latent policy of other methods). Not saved: recomputed by its callers.
+
+    Raises:
+        ValueError: the agent has no head (a BC agent) or the subset is empty.
+    """
+    import copy
+
+    from lapo.policy import fit_network
+
+    if agent.head is None:
+        raise ValueError("tune_agent fine-tunes a latent agent (policy + head); this one has no head")
+    tuned = copy.deepcopy(agent).train()
+    return fit_network(tuned, lambda i: np.asarray(dataset.frames[i]), subset.indices, subset.actions,
+                       train_cfg, tuned.coding, writer, tag)
 
 
 def evaluate(act, env_name: str, episodes: int, distribution_mode: str = "easy", seed: int = 0,

@@ -47,7 +47,11 @@ def test_stage_by_stage_pipeline(random_video, tmp_path):
     out = lapo("evaluate", "--agent", agent, "--episodes", "2")
     assert json.loads(out.stdout[out.stdout.index("{"):])["episodes"] == 2
     config = json.loads((agent / "config.json").read_text())
-    assert config["k"] == 16 and config["head_input"] == "idm"
+    assert config["k"] == 16 and config["head_input"] == "idm" and config["tune_steps"] == 0
+    lapo("fit-head", "--policy", policy, "--dataset", random_video, "--k", "16", "--out", tmp_path / "tuned",
+         "--head.steps", "5", "--tune-steps", "2")  # then the whole agent, end to end on the same 16 labels
+    assert json.loads((tmp_path / "tuned" / "config.json").read_text())["tune_steps"] == 2
+    lapo("evaluate", "--agent", tmp_path / "tuned", "--episodes", "2")
 
 
 def test_bad_k_fails_with_the_numbers_and_writes_nothing(random_video, tmp_path):

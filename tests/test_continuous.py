@@ -110,3 +110,34 @@ def test_continuous_pipeline_end_to_end(velocity_dataset, tmp_path):
         # the demonstrator drifts right: its imitation reaches the edge, random actions do not
         # (measured: 8/8 for both heads and both head inputs, random 0/8)
         assert res.successes.shape == (8,) and res.summary()["success_rate"] >= rand.summary()["success_rate"] + 0.5
+
+
+def test_tune_agent_fits_the_labels_end_to_end_and_leaves_the_agent_alone(velocity_dataset):
+    import dataclasses
+
+    import torch
+
+    from lapo.agent import Agent
+    from lapo.decoder import ActionHead
+    from lapo.policy import Policy
+
+    ds = EpisodeDataset(velocity_dataset)
+    subset = ds.labeled_subset(10, seed=0, unit="episode")
+    # labels the frame determines (the demonstrator's are noise around a mean): the square's column, in [-1, 1]
+    frames = np.asarray(ds.frames[subset.indices])
+    column = (frames[..., 0] > 200).any(axis=1).argmax(axis=1) / (SIZE - SQUARE) * 2 - 1
+    subset = dataclasses.replace(subset, actions=np.stack([-column, column], 1).astype(np.float32))
+    head_cfg = ActionHeadConfig(latent_dim=4, hidden=16, continuous="regression")
+    torch.manual_seed(0)
+    agent = Agent(Policy(PolicyConfig(channels=(8, 16, 16), hidden=32, out_dim=4)),
+                  ActionHead(head_cfg, head_cfg.coding(space_to_json(BOX))))
+    before = {k: v.clone() for k, v in agent.state_dict().items()}
+
+    def mse(a):
+        return float(((a.act(frames, deterministic=True) - subset.actions) ** 2).mean())
+
+    tuned = stages.tune_agent(agent, ds, subset, PolicyTrainConfig(steps=150, batch_size=32, threads=1, shift=0))
+    assert mse(tuned) < 0.5 * mse(agent)  # measured: 0.59 -> 0.21 (label variance 0.48)
+    assert all(torch.equal(v, agent.state_dict()[k]) for k, v in before.items())  # the original is untouched
+    with pytest.raises(ValueError, match="no head"):
+        stages.tune_agent(Agent(agent.policy, coding=agent.coding), ds, subset, PolicyTrainConfig(steps=1))

@@ -182,23 +182,23 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     steps = PolicyTrainConfig(steps=5, batch_size=8)
     cfg = MetaWorldBenchmarkConfig(
         video=MetaWorldCollectConfig(tasks=("button-press-topdown-v3",), episodes_per_task=4, max_steps=20),
-        ks=(1,), methods=("oracle_bc", "bc", "ours_bins", "clam"), ours="ours_bins", run_dir=tmp_path / "bench", eval_episodes=2,
+        ks=(1,), methods=("oracle_bc", "bc", "ours_bins", "ours_tuned", "clam"), ours="ours_bins", run_dir=tmp_path / "bench", eval_episodes=2,
         lam=LAMConfig(**tiny_lam), clam_lam=LAMConfig(**tiny_lam, quantizer="none"),
         lam_train=LAMTrainConfig(steps=5, batch_size=8, probe_k=0, eval_every=5), policy=PolicyConfig(channels=(8, 16, 16), hidden=32),
         policy_train=steps, bc_train=steps, idm_train=steps, threads=1)
     results = run_metaworld_benchmark(cfg)
     assert not results["missing_cells"]
-    assert [r["method"] for r in results["rows"]] == ["random", "oracle_bc", "bc", "ours_bins", "clam"]
+    assert [r["method"] for r in results["rows"]] == ["random", "oracle_bc", "bc", "ours_bins", "ours_tuned", "clam"]
     assert all(r["episodes_per_task"] == 2 for r in results["rows"])
     episodes = results["labeled_transitions"]["k1_seed0"]
     assert 2 <= episodes <= 20  # one labeled episode of the only task
-    assert (tmp_path / "bench" / "results.md").read_text().count("\n|") >= 6
+    assert (tmp_path / "bench" / "results.md").read_text().count("\n|") >= 7
 
 
 def test_targets_use_paired_differences_on_the_same_layouts():
     from lapo.benchmark_metaworld import MetaWorldBenchmarkConfig, aggregate
 
-    cfg = MetaWorldBenchmarkConfig(methods=("oracle_bc", "bc", "ours_regression"))
+    cfg = MetaWorldBenchmarkConfig(methods=("oracle_bc", "bc", "ours_regression"), ours="ours_regression")
     tasks = cfg.tasks
 
     def cell(method, k, rates):
