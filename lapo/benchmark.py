@@ -198,6 +198,11 @@ def cell_path(run_dir: Path, game: str, method: str, k: int | None, seed: int) -
     return Path(run_dir) / "cells" / game / method / (f"k{k}" if k is not None else "all") / f"seed{seed}.json"
 
 
+def agent_path(run_dir: Path, game: str, method: str, k: int | None, seed: int) -> Path:
+    """``run_dir/GAME/seedS/agent_METHOD_kK``: the saved agent of a cell (the ``ours`` row's)."""
+    return Path(run_dir) / game / f"seed{seed}" / f"agent_{method}_k{k}"
+
+
 class GameRun:
     """One game's video, held-out probe transitions and per-seed shared stages (built lazily,
     cached as stage outputs under ``run_dir/GAME``)."""
@@ -266,7 +271,9 @@ class GameRun:
                 "level_seeds": res.level_seeds.tolist()}
 
     def run_cell(self, method: str, k: int | None, seed: int) -> dict:
-        """Train (``METHODS[method]``), score on held-out transitions, evaluate (:meth:`evaluate`)."""
+        """Train (``METHODS[method]``), score on held-out transitions, evaluate (:meth:`evaluate`).
+        The agent of the row named ``cfg.ours`` (when it is an :class:`lapo.agent.Agent`) is saved to
+        :func:`agent_path` before it is evaluated."""
         import torch
 
         from lapo.agent import Agent
@@ -274,6 +281,8 @@ class GameRun:
         t0 = time.perf_counter()
         agent, probe = METHODS[method](self, k, seed)
         train_s = time.perf_counter() - t0
+        if isinstance(agent, Agent) and method == getattr(self.cfg, "ours", None):  # kept for the GIF
+            agent.save_pretrained(agent_path(self.cfg.run_dir, self.game, method, k, seed), method=method, k=k, seed=seed)
         action_acc = None
         if isinstance(agent, Agent):
             pred = np.concatenate([agent.act(np.asarray(self.ds.frames[i]), deterministic=True)

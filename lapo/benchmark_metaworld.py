@@ -321,17 +321,22 @@ def format_results(results: dict) -> str:
 def record_agent_gif(cfg: MetaWorldBenchmarkConfig, path: Path, method: str | None = None, k: int | None = None,
                      seed: int | None = None) -> Path:
     """GIF of a method's agent (default: ``cfg.ours`` at the first k and seed) playing one unseen
-    layout of each task, captioned with task and success. Rebuilds the agent from the run's saved
-    stages (only its k-shot head is refitted, seconds)."""
+    layout of each task, captioned with task and success. Loads the agent the benchmark saved for
+    that cell (:func:`lapo.benchmark.agent_path`: the ``ours`` row), else rebuilds it from
+    the run's saved stages."""
     import torch
 
     from lapo.agent import Agent
-    from lapo.benchmark import METHODS
+    from lapo.benchmark import METHODS, agent_path
     from lapo.evaluate import evaluate_metaworld, save_gif
 
     method, k = method or cfg.ours, cfg.ks[0] if k is None else k
     seed = cfg.seeds[0] if seed is None else seed
-    agent, _ = METHODS[method](TaskMixRun(cfg), k, seed)
+    saved = agent_path(cfg.run_dir, GAME, method, k, seed)
+    if (saved / "model.safetensors").is_file():
+        agent = Agent.from_pretrained(saved)
+    else:
+        agent, _ = METHODS[method](TaskMixRun(cfg), k, seed)
     act = agent.act if isinstance(agent, Agent) else agent
     frames, captions = [], []
     torch.manual_seed(seed)

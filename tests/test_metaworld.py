@@ -170,11 +170,14 @@ def test_clam_decoder_is_trained_jointly_and_saved(velocity_dataset, tmp_path):
     assert r2(pred) > 0.4 and r2(base) < 0.1  # measured: 0.64 (held out) vs < 0
 
 
-def test_benchmark_end_to_end_tiny(tmp_path):
+def test_benchmark_end_to_end_tiny(tmp_path, monkeypatch):
     """The Meta-World sweep at toy budgets: every cell runs, one layout block per seed for all
-    methods, k counts episodes per task, the report has a row per method and the targets block."""
+    methods, k counts episodes per task, the report has a row per method and the targets block;
+    the ``ours`` agent is saved and the GIF plays it without retraining."""
     from envs.metaworld import MetaWorldCollectConfig
-    from lapo.benchmark_metaworld import MetaWorldBenchmarkConfig, run_metaworld_benchmark
+    from lapo.agent import Agent
+    from lapo.benchmark import METHODS, agent_path
+    from lapo.benchmark_metaworld import MetaWorldBenchmarkConfig, record_agent_gif, run_metaworld_benchmark
     from lapo.lam import LAMConfig, LAMTrainConfig
     from lapo.policy import PolicyConfig, PolicyTrainConfig
 
@@ -193,6 +196,10 @@ def test_benchmark_end_to_end_tiny(tmp_path):
     episodes = results["labeled_transitions"]["k1_seed0"]
     assert 2 <= episodes <= 20  # one labeled episode of the only task
     assert (tmp_path / "bench" / "results.md").read_text().count("\n|") >= 7
+    saved = Agent.from_pretrained(agent_path(cfg.run_dir, "metaworld", "ours_bins", 1, 0))
+    assert saved.pretrained_meta == {"method": "ours_bins", "k": 1, "seed": 0}
+    monkeypatch.setitem(METHODS, "ours_bins", lambda *a: pytest.fail("the GIF retrained the saved agent"))
+    assert record_agent_gif(cfg, tmp_path / "agent.gif").stat().st_size > 0
 
 
 def test_targets_use_paired_differences_on_the_same_layouts():
