@@ -283,8 +283,11 @@ def targets(groups: dict, cfg: MetaWorldBenchmarkConfig) -> dict:
                      - np.asarray(c["tasks"][t]["successes"], float)
                      for c in other if c["seed"] in by_seed for t in good]
             lo, hi = bootstrap_ci(diffs)
+            per_seed = {c["seed"]: float(np.mean([np.mean(by_seed[c["seed"]]["tasks"][t]["successes"])
+                                                  - np.mean(c["tasks"][t]["successes"]) for t in good]))
+                        for c in sorted(other, key=lambda c: c["seed"]) if c["seed"] in by_seed}
             entry[f"ours_minus_{base}"] = {"mean": float(np.mean([d.mean() for d in diffs])), "ci95": [lo, hi],
-                                           "ours_above": lo > 0}
+                                           "ours_above": lo > 0, "per_seed": per_seed}
         out[f"k{k}"] = entry
     return out
 
@@ -313,8 +316,10 @@ def format_results(results: dict) -> str:
         for base in ("bc", "idm"):
             d = t.get(f"ours_minus_{base}")
             if d:
+                seeds = "" if len(d.get("per_seed", {})) < 2 else " (per seed: " + ", ".join(
+                    f"{s} {v:+.2f}" for s, v in d["per_seed"].items()) + ")"
                 lines.append(f"; ours − {base} = {d['mean']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}] "
-                             f"({'above' if d['ours_above'] else 'NOT above'})")
+                             f"({'above' if d['ours_above'] else 'NOT above'}){seeds}")
     return "\n".join(lines)
 
 

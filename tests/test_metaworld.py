@@ -208,8 +208,8 @@ def test_targets_use_paired_differences_on_the_same_layouts():
     cfg = MetaWorldBenchmarkConfig(methods=("oracle_bc", "bc", "ours_regression"), ours="ours_regression")
     tasks = cfg.tasks
 
-    def cell(method, k, rates):
-        return {"method": method, "k": k, "seed": 0, "level_seeds": list(range(10 * len(tasks))),
+    def cell(method, k, rates, seed=0):
+        return {"method": method, "k": k, "seed": seed, "level_seeds": list(range(10 * len(tasks))),
                 "probe_accuracy": None, "action_accuracy": None, "train_seconds": 0, "eval_seconds": 0,
                 "tasks": {t: {"successes": [1] * int(10 * r) + [0] * (10 - int(10 * r))} for t, r in zip(tasks, rates)}}
 
@@ -219,6 +219,11 @@ def test_targets_use_paired_differences_on_the_same_layouts():
     assert t["tasks_oracle_ge_0.5"] == list(tasks[:4])  # pick-place (0.2) is left out
     assert abs(t["ratio"] - 0.8 / 0.85) < 1e-9 and t["ours_ge_0.8_oracle"]
     assert t["ours_minus_bc"]["ours_above"] and abs(t["ours_minus_bc"]["mean"] - 0.5) < 1e-9
+    # a second seed where ours only ties BC: pooled over seeds, with each seed's difference reported
+    seed1 = [cell("random", None, [0] * 5, 1), cell("oracle_bc", None, [1, 1, 0.8, 0.6, 0.2], 1),
+             cell("bc", 5, [0.3] * 5, 1), cell("ours_regression", 5, [0.3] * 5, 1)]
+    both = aggregate(cells + seed1, cfg)["targets"]["k5"]["ours_minus_bc"]
+    assert both["per_seed"] == pytest.approx({0: 0.5, 1: 0.0}) and both["mean"] == pytest.approx(0.25)
     cells[-1]["level_seeds"] = cells[-1]["level_seeds"][::-1]
     with pytest.raises(ValueError, match="other layouts"):
         aggregate(cells, cfg)
