@@ -246,6 +246,8 @@ def aggregate(cells: list[dict], cfg: MetaWorldBenchmarkConfig) -> dict:
                for key in ("probe_accuracy", "action_accuracy")}
         rows.append({"method": method, "k": k, "seeds": [c["seed"] for c in group], "tasks": per_task,
                      "average": {"success_rate": float(np.mean([s.mean() for s in everything])), "ci95": [lo, hi]},
+                     "per_seed_average": [float(np.mean([np.mean(c["tasks"][t]["successes"]) for t in cfg.tasks]))
+                                          for c in group],
                      "episodes_per_task": sum(len(c["tasks"][cfg.tasks[0]]["successes"]) for c in group), **acc,
                      "train_seconds": sum(c["train_seconds"] for c in group),
                      "eval_seconds": sum(c["eval_seconds"] for c in group)})
@@ -306,6 +308,10 @@ def format_results(results: dict) -> str:
             "—" if r["action_accuracy"] is None else f"{r['action_accuracy']:.2f}")
         lines.append(f"| {METHOD_NAMES.get(r['method'], r['method'])} | {('—' if r['method'] == 'random' else 'all') if r['k'] is None else r['k']} | "
                      + " | ".join(cells) + f" | **{avg['success_rate']:.2f}** [{avg['ci95'][0]:.2f}, {avg['ci95'][1]:.2f}] | {acc} |")
+    if any(len(r["seeds"]) > 1 for r in results["rows"]):
+        per_seed = ["{} k={}: {}".format(r["method"], r["k"], ", ".join(
+            f"seed {s} {v:.2f}" for s, v in zip(r["seeds"], r["per_seed_average"]))) for r in results["rows"]]
+        lines += ["", "average success per seed: " + "; ".join(per_seed)]
     if results.get("labeled_transitions"):
         lines += ["", "labeled transitions (k episodes per task, all tasks): " + ", ".join(
             f"{key} = {n}" for key, n in results["labeled_transitions"].items())]

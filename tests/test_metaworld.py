@@ -203,7 +203,7 @@ def test_benchmark_end_to_end_tiny(tmp_path, monkeypatch):
 
 
 def test_targets_use_paired_differences_on_the_same_layouts():
-    from lapo.benchmark_metaworld import MetaWorldBenchmarkConfig, aggregate
+    from lapo.benchmark_metaworld import MetaWorldBenchmarkConfig, aggregate, format_results
 
     cfg = MetaWorldBenchmarkConfig(methods=("oracle_bc", "bc", "ours_regression"), ours="ours_regression")
     tasks = cfg.tasks
@@ -224,6 +224,10 @@ def test_targets_use_paired_differences_on_the_same_layouts():
              cell("bc", 5, [0.3] * 5, 1), cell("ours_regression", 5, [0.3] * 5, 1)]
     both = aggregate(cells + seed1, cfg)["targets"]["k5"]["ours_minus_bc"]
     assert both["per_seed"] == pytest.approx({0: 0.5, 1: 0.0}) and both["mean"] == pytest.approx(0.25)
+    results = aggregate(cells + seed1, cfg)
+    ours = next(r for r in results["rows"] if r["method"] == "ours_regression")
+    assert ours["seeds"] == [0, 1] and ours["per_seed_average"] == pytest.approx([0.64, 0.3])
+    assert "ours_regression k=5: seed 0 0.64, seed 1 0.30" in format_results(results)
     cells[-1]["level_seeds"] = cells[-1]["level_seeds"][::-1]
     with pytest.raises(ValueError, match="other layouts"):
         aggregate(cells, cfg)
