@@ -300,13 +300,16 @@ def format_results(results: dict) -> str:
     short = [t.removesuffix("-v3") for t in tasks]
     lines = ["| method | k (episodes/task) | " + " | ".join(short) + " | average | held-out action direction: probe / agent |",
              "|---|---|" + "---|" * (len(tasks) + 2)]
+    all_seeds = sorted({s for r in results["rows"] for s in r["seeds"]})
     for r in results["rows"]:
         cells = [f"{r['tasks'][t]['success_rate']:.2f} [{r['tasks'][t]['ci95'][0]:.2f}, {r['tasks'][t]['ci95'][1]:.2f}]"
                  for t in tasks]
+        seeds = "" if r["seeds"] == all_seeds else " (seed{} {} only)".format(
+            "s" if len(r["seeds"]) > 1 else "", ", ".join(map(str, r["seeds"])))
         avg = r["average"]
         acc = ("—" if r["probe_accuracy"] is None else f"{r['probe_accuracy']:.2f}") + " / " + (
             "—" if r["action_accuracy"] is None else f"{r['action_accuracy']:.2f}")
-        lines.append(f"| {METHOD_NAMES.get(r['method'], r['method'])} | {('—' if r['method'] == 'random' else 'all') if r['k'] is None else r['k']} | "
+        lines.append(f"| {METHOD_NAMES.get(r['method'], r['method'])}{seeds} | {('—' if r['method'] == 'random' else 'all') if r['k'] is None else r['k']} | "
                      + " | ".join(cells) + f" | **{avg['success_rate']:.2f}** [{avg['ci95'][0]:.2f}, {avg['ci95'][1]:.2f}] | {acc} |")
     if any(len(r["seeds"]) > 1 for r in results["rows"]):
         per_seed = ["{} k={}: {}".format(r["method"], r["k"], ", ".join(

@@ -56,6 +56,9 @@ class QuickstartConfig:
     """k-shot action head (latent_dim is taken from the LAM)."""
     compare_idm_head: bool = True
     """Also evaluate a head fitted on IDM latents (LAPO's decoder input) as an extra table row."""
+    compare_tuned: bool = False
+    """Also evaluate the agent fine-tuned end to end on the same k labels with BC on k's recipe
+    (``bc_train``; :func:`lapo.stages.tune_agent`, the benchmark's ``ours_tuned``) as an extra row."""
     overwrite: bool = False
     """Reuse nothing: re-collect and retrain from scratch even if run_dir holds outputs made with
     the same settings (by default each stage reuses those, and interrupted training resumes)."""
@@ -127,9 +130,13 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     bc = stages.behaviour_cloning(ds, subset.indices, subset.actions, agent.coding, cfg.policy,
                                   dataclasses.replace(cfg.bc_train, seed=cfg.seed), run / "bc_k", writer, "bc_k",
                                   reuse)
+    lap("bc_k")
+    tuned = None
+    if cfg.compare_tuned:  # seconds: BC on k's steps, from the latent agent instead of from scratch
+        tuned = stages.tune_agent(agent, ds, subset, dataclasses.replace(cfg.bc_train, seed=cfg.seed), writer, "tuned")
+        lap("tune")
     if writer:
         writer.close()
-    lap("bc_k")
     # --- evaluate on unseen levels, every agent on the same levels ---
     demo = Demonstrator.from_pretrained(demo_dir)
     ev = dict(env_name=env_name, episodes=cfg.eval_episodes, distribution_mode=cfg.collect.distribution_mode,
@@ -148,6 +155,8 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     if cfg.compare_idm_head:
         results[f"latent policy + k-shot head on IDM latents (k={cfg.k})"] = evaluate(
             idm_agent.act, desc="eval ours (IDM-latent head)")
+    if tuned is not None:
+        results[f"ours, then the whole agent BC-tuned on the k={cfg.k} labels"] = evaluate(tuned.act, desc="eval ours tuned")
     lap("evaluate")
     r_rand, r_demo = results["random"].mean, results["demonstrator"].mean
     table = [{"method": name, **res.summary(), "normalized_return": normalized_return(res.mean, r_rand, r_demo)}

@@ -228,6 +228,7 @@ def test_targets_use_paired_differences_on_the_same_layouts():
     ours = next(r for r in results["rows"] if r["method"] == "ours_regression")
     assert ours["seeds"] == [0, 1] and ours["per_seed_average"] == pytest.approx([0.64, 0.3])
     assert "ours_regression k=5: seed 0 0.64, seed 1 0.30" in format_results(results)
+    assert "(seed 0 only)" in format_results(aggregate(cells + seed1[:-1], cfg))  # a row short of seeds says so
     cells[-1]["level_seeds"] = cells[-1]["level_seeds"][::-1]
     with pytest.raises(ValueError, match="other layouts"):
         aggregate(cells, cfg)
