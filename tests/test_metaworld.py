@@ -185,7 +185,7 @@ def test_benchmark_end_to_end_tiny(tmp_path, monkeypatch):
     steps = PolicyTrainConfig(steps=5, batch_size=8)
     cfg = MetaWorldBenchmarkConfig(
         video=MetaWorldCollectConfig(tasks=("button-press-topdown-v3",), episodes_per_task=4, max_steps=20),
-        ks=(1,), methods=("oracle_bc", "bc", "ours_bins", "ours_tuned", "clam"), ours="ours_bins", run_dir=tmp_path / "bench", eval_episodes=2,
+        ks=(1,), seeds=(0,), methods=("oracle_bc", "bc", "ours_bins", "ours_tuned", "clam"), ours="ours_bins", run_dir=tmp_path / "bench", eval_episodes=2,
         lam=LAMConfig(**tiny_lam), clam_lam=LAMConfig(**tiny_lam, quantizer="none"),
         lam_train=LAMTrainConfig(steps=5, batch_size=8, probe_k=0, eval_every=5), policy=PolicyConfig(channels=(8, 16, 16), hidden=32),
         policy_train=steps, bc_train=steps, idm_train=steps, threads=1)
