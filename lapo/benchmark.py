@@ -503,7 +503,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     t_start = time.perf_counter()
     for game in cfg.games:
         todo = [c for c in cells_of(cfg, game) if not cell_path(run, game, *c).is_file()]
-        print(f"{game}: {len(todo)} of {len(list(cells_of(cfg, game)))} cells to run")
+        print(f"{game}: {len(todo)} of {len(list(cells_of(cfg, game)))} cells {'missing' if cfg.report_only else 'to run'}")
         if not todo or cfg.report_only:
             continue
         game_run = GameRun(cfg, game)

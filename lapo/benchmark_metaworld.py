@@ -191,7 +191,7 @@ def run_metaworld_benchmark(cfg: MetaWorldBenchmarkConfig) -> dict:
     check_run_dir(cfg)
     t_start = time.perf_counter()
     todo = [c for c in cells_of(cfg) if not cell_path(run, GAME, *c).is_file()]
-    print(f"{GAME}: {len(todo)} of {len(list(cells_of(cfg)))} cells to run")
+    print(f"{GAME}: {len(todo)} of {len(list(cells_of(cfg)))} cells {'missing' if cfg.report_only else 'to run'}")
     mix = None if cfg.report_only and not (run / GAME / "dataset").is_dir() else TaskMixRun(cfg)
     if todo and not cfg.report_only:
         for method, k, seed in todo:
