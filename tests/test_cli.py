@@ -111,11 +111,14 @@ def test_quickstart_tiny_writes_table_checkpoints_and_gif_and_reuses_stages(tmp_
     assert all(s >= 1_000_000 for s in results["eval_levels"]["level_seeds"])  # unseen-level range
     assert results["dataset"]["frames"] >= 300
     # a rerun reuses every trained stage made with the same settings (files untouched); the head,
-    # seconds to fit, is refitted
+    # seconds to fit, is refitted; --compare-tuned only adds the tuned agent's row
     trained = [run / name / "model.safetensors" for name in ("lam", "policy", "bc_k")] + [run / "labels" / "meta.json"]
     stamps = [p.stat().st_mtime_ns for p in trained]
-    lapo(*QUICKSTART_ARGS(run, tmp_path))
+    lapo(*QUICKSTART_ARGS(run, tmp_path), "--compare-tuned")
     assert [p.stat().st_mtime_ns for p in trained] == stamps
+    rerun = json.loads((run / "results.json").read_text())["table"]
+    assert [row["method"] for row in rerun] == methods + ["ours, then the whole agent BC-tuned on the k=16 labels"]
+    assert rerun[:-1] == results["table"]  # seeded evaluation: the other rows are reproduced exactly
 
 
 def test_collect_stage_reuses_video_only_if_collected_with_the_same_config(tmp_path):
