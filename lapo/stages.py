@@ -216,7 +216,8 @@ def tune_agent(agent, dataset: EpisodeDataset, subset: LabeledSubset, train_cfg:
     with the BC loss of its action coding: BC on the k labels, started from the agent instead of
     from scratch (pretrain on the video, then fine-tune on the labels; the offline counterpart of
     LAPO §3.4's RL fine-tuning). Returns a tuned copy; ``agent`` itself is left unchanged (it may
-    be the shared latent policy of other methods). Not saved: recomputed by its callers.
+    be the shared latent policy of other methods). Not saved here (``fit_head(out=...)`` and the
+    benchmark's ``ours`` row save what they tune).
 
     Raises:
         ValueError: the agent has no head (a BC agent) or the subset is empty.
