@@ -5,6 +5,7 @@ latent action; an untrained model must not), generate/play/dream CLIs, presets, 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -294,3 +295,20 @@ def test_shipped_world_model_loads_and_its_actions_matter():
     a = np.stack([wm.dream(prompt, steps=2, seed=0).step(0) for _ in range(1)])
     b = np.stack([wm.dream(prompt, steps=2, seed=0).step(6) for _ in range(1)])
     assert a.shape == (1, 64, 64, 3) and a.dtype == np.uint8 and not np.array_equal(a, b)
+
+
+def test_tokenizer_sweep_records_a_curve_and_reports_it(square_dataset, tmp_path):
+    from scripts.tokenizer_sweep import Args, configs, main
+
+    main(Args(dataset=square_dataset, out=tmp_path, variants=("base",), steps=4, eval_every=2, threads=1))
+    run = json.loads((tmp_path / "base.json").read_text())
+    assert [r["step"] for r in run["curve"]] == [2, 4]
+    assert run["final"]["psnr"] == pytest.approx(run["curve"][-1]["psnr"])
+    times = tmp_path / "time_1threads.json"
+    times.write_text(json.dumps({"seconds_per_step": {"base": 0.5}}))
+    main(Args(dataset=square_dataset, out=tmp_path / "r", report=tmp_path, cpu_times=times))
+    (row,) = json.loads((tmp_path / "r" / "report.json").read_text())["runs"]
+    assert row["variant"] == "base" and row["steps"] == 4
+    assert row["cpu_minutes_for_steps"] == pytest.approx(4 * 0.5 / 60)
+    with pytest.raises(ValueError, match="unknown variant 'nope'"):
+        configs("nope", 4, 2, "cpu", 1)
