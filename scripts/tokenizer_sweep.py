@@ -11,7 +11,8 @@ trainer, same episode split and held-out frames) and writes ``OUT/<variant>.json
 SSIM and codebook usage every ``eval_every`` steps. With ``--budget-s`` the step count is cut to
 what fits that many seconds at the rate measured on the first steps (for a lent GPU machine; the
 curve is then that of a shorter cosine schedule, recorded as ``steps``). ``--time-only`` measures
-seconds per training step of every variant on this machine (after warm-up), so that a curve measured
+seconds per training step of every variant on this machine (after warm-up; once per architecture
+and batch size), so that a curve measured
 on a GPU converts to CPU training time: ``OUT/time_<threads>threads.json``. ``--report DIR`` prints a table
 of the runs in DIR (PSNR at 3,000 steps, the ``cpu`` preset's count, and at the end; CPU minutes
 for those steps at the ``--cpu-times`` rate) and writes it to ``OUT/report.{json,md}``.
@@ -171,10 +172,13 @@ def main(args: Args) -> None:
     ds = EpisodeDataset(args.dataset)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.time_only:
-        out = {}
+        out, measured = {}, {}  # variants that differ only in lr share one measurement
         for name in args.variants:
             m, t = configs(name, args.steps, args.eval_every, args.device, args.threads)
-            out[name] = seconds_per_step(m, t, ds.frames, args.time_steps)
+            key = (json.dumps(dataclasses.asdict(m)), t.batch_size)
+            if key not in measured:
+                measured[key] = seconds_per_step(m, t, ds.frames, args.time_steps)
+            out[name] = measured[key]
             print(f"{name:10s} {out[name]:.3f} s/step (batch {t.batch_size}, {m.num_codes} codes, grid {m.grid})")
         path = args.out / f"time_{args.threads}threads.json"
         atomic_write_text(path, json.dumps({"threads": args.threads, "seconds_per_step": out}, indent=2))
