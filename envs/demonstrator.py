@@ -97,10 +97,12 @@ class TrainExpertConfig(PPOConfig):
 
     total_timesteps: int = 3_000_000
     """Env steps to train for in total (a resumed run trains only the remainder)."""
-    run_dir: Path = Path("runs/expert_coinrun")
-    """Holds the resume checkpoint and tensorboard logs; an existing checkpoint here is resumed."""
-    out: Path = Path("runs/expert_coinrun/demonstrator")
-    """Where the shipped form (config.json + model.safetensors) is written at the end."""
+    run_dir: Path | None = None
+    """Holds the resume checkpoint and tensorboard logs; an existing checkpoint here is resumed.
+    None = ``runs/expert_<env_name>`` (never another game's run)."""
+    out: Path | None = None
+    """Where the shipped form (config.json + model.safetensors) is written at the end;
+    None = ``run_dir/demonstrator``."""
     eval_episodes: int = 200
     """Episodes on unseen levels for the return recorded next to the checkpoint."""
     max_minutes: float | None = None
@@ -110,6 +112,10 @@ class TrainExpertConfig(PPOConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.run_dir is None:
+            self.run_dir = Path(f"runs/expert_{self.env_name}")
+        if self.out is None:
+            self.out = Path(self.run_dir) / "demonstrator"
         if self.total_timesteps < 1:
             raise ValueError(f"total_timesteps must be >= 1, got {self.total_timesteps}")
         if self.max_minutes is not None and self.max_minutes < 0:

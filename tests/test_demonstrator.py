@@ -86,3 +86,11 @@ def test_train_expert_stops_at_max_minutes_and_exports_nothing(tmp_path):
     assert not (tmp_path / "out").exists()  # the shipped form waits for total_timesteps
     with pytest.raises(ValueError, match="max_minutes"):
         TrainExpertConfig(max_minutes=-1)
+
+
+def test_train_expert_run_dir_defaults_to_its_own_game():
+    from pathlib import Path
+
+    cfg = TrainExpertConfig(env_name="ninja")
+    assert cfg.run_dir == Path("runs/expert_ninja") and cfg.out == Path("runs/expert_ninja/demonstrator")
+    assert TrainExpertConfig(env_name="ninja", run_dir=Path("r")).out == Path("r/demonstrator")
