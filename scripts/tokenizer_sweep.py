@@ -134,10 +134,10 @@ def report(run_dir: Path, cpu_times: Path | None, out: Path) -> list[dict]:
             continue
         at = {r["step"]: r["psnr"] for r in run["curve"]}
         name, steps = run["variant"], run["train"]["steps"]
-        base_name = name.split("_")[0]
+        base_name = name.split("_")[0]  # a run copied under another name: "lr3e-3_16k" is variant lr3e-3
         s = sps.get(base_name)
-        rows.append({"variant": name, "change": {**VARIANTS.get(base_name, ({}, {}))[0],
-                                                 **VARIANTS.get(base_name, ({}, {}))[1]},
+        model_kw, train_kw = VARIANTS.get(base_name, ({}, {}))
+        rows.append({"variant": name, "change": {**model_kw, **train_kw},
                      "codes": run["num_codes"], "grid": run["grid"], "steps": steps, "lr": run["train"]["lr"],
                      "batch_size": run["train"]["batch_size"], "psnr_at_3000": at.get(3000),
                      "psnr_end": run["final"]["psnr"], "ssim_end": run["final"]["ssim"],
