@@ -64,7 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from envs.demonstrator import PPOConfig
-from lapo.baselines import K_LABEL_STEPS
+from lapo.baselines import IDM_PSEUDO_LABELS, K_LABEL_STEPS
 from lapo.decoder import ActionHeadConfig
 from lapo.lam import LAMConfig, LAMTrainConfig
 from lapo.policy import PolicyConfig, PolicyTrainConfig
@@ -123,6 +123,9 @@ class BenchmarkConfig:
     idm_train: PolicyTrainConfig = field(default_factory=lambda: PolicyTrainConfig(steps=K_LABEL_STEPS["idm"],
                                                                                   batch_size=64))
     """Supervised IDM on the k labeled transitions (frozen budget, :data:`lapo.baselines.K_LABEL_STEPS`)."""
+    idm_pseudo_labels: str = IDM_PSEUDO_LABELS
+    """``argmax`` or ``sample``: how the supervised IDM labels the video (frozen,
+    :data:`lapo.baselines.IDM_PSEUDO_LABELS`)."""
     head: ActionHeadConfig = field(default_factory=ActionHeadConfig)
     """k-shot action head (latent_dim and the action space are set from the LAM and the game)."""
     head_input: str = "policy"
@@ -158,6 +161,8 @@ class BenchmarkConfig:
             raise ValueError(f"eval_episodes must be >= 2 for a confidence interval, got {self.eval_episodes}")
         if not 0 < self.probe_fraction < 1:
             raise ValueError(f"probe_fraction must be in (0, 1), got {self.probe_fraction}")
+        if self.idm_pseudo_labels not in ("argmax", "sample"):
+            raise ValueError(f"idm_pseudo_labels {self.idm_pseudo_labels!r}: choose 'argmax' or 'sample'")
         if self.head_input not in ("policy", "idm"):
             raise ValueError(f"head_input {self.head_input!r}: choose 'policy' or 'idm'")
 
@@ -344,7 +349,7 @@ def idm_method(run: GameRun, k: int, seed: int):
     idm = train_supervised_idm(run.ds, subset.indices, subset.actions, idm_cfg,
                                dataclasses.replace(cfg.idm_train, seed=seed), run.coding)
     probe = action_agreement(pseudo_label(idm, run.ds, run.test_t, run.coding), run.test_actions(), run.coding.space)
-    pseudo = pseudo_label(idm, run.ds, run.train_t, run.coding)
+    pseudo = pseudo_label(idm, run.ds, run.train_t, run.coding, cfg.idm_pseudo_labels, seed)
     return run.bc(run.train_t, pseudo, cfg.policy_train, seed, "idm_bc"), probe
 
 

@@ -100,6 +100,9 @@ class MetaWorldBenchmarkConfig:
     """BC on the k labeled episodes (its own budget: on the development mixture 1,500 steps beat 6,000)."""
     idm_train: PolicyTrainConfig = field(default_factory=lambda: PolicyTrainConfig(steps=1500))
     """Supervised IDM on the k labeled episodes."""
+    idm_pseudo_labels: str = "argmax"
+    """How the IDM labels the video (:func:`lapo.baselines.pseudo_label`): ``argmax``, the rule the
+    robot-domain results were made with (the Procgen benchmark's ``sample`` was tuned on CoinRun only)."""
     head: ActionHeadConfig = field(default_factory=lambda: ActionHeadConfig(continuous="regression"))
     """Action head / decoding (``continuous``: bins or regression) of the baselines and CLAM."""
     head_input: str = "policy"

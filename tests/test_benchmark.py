@@ -194,3 +194,31 @@ def test_quickstart_and_benchmark_share_the_frozen_k_label_budgets():
     assert bench.bc_train.steps == quick.bc_train.steps == K_LABEL_STEPS["bc"]
     assert bench.idm_train.steps == K_LABEL_STEPS["idm"]
     assert bench.head.steps == quick.head.steps == ActionHeadConfig().steps == K_LABEL_STEPS["head"]
+
+
+def test_sampled_pseudo_labels_keep_the_idms_uncertainty(encoded_dataset):
+    """``argmax`` labels every transition with the IDM's most likely action; ``sample`` draws from its
+    distribution (here 0.6 / 0.4 / 0), reproducibly per seed; an unknown mode is refused."""
+    from lapo.baselines import pseudo_label
+    from lapo.decoder import ActionCoding
+
+    class ConstantIDM(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.logits = torch.nn.Parameter(torch.tensor([np.log(0.6), np.log(0.4), -1e4]))
+
+        def forward(self, window_B3HWC):
+            return self.logits.expand(len(window_B3HWC), 3)
+
+    ds, idm = EpisodeDataset(encoded_dataset), ConstantIDM()
+    coding = ActionCoding({"type": "Discrete", "n": 3})
+    t = np.repeat(np.array([0, 1, 2, 3, 5, 7, 8]), 300)  # transitions (not an episode's last frame)
+    assert (pseudo_label(idm, ds, t, coding, "argmax") == 0).all()
+    drawn = pseudo_label(idm, ds, t, coding, "sample", seed=1)
+    assert set(np.unique(drawn)) == {0, 1} and abs((drawn == 1).mean() - 0.4) < 0.03
+    assert (pseudo_label(idm, ds, t, coding, "sample", seed=1) == drawn).all()
+    assert not (pseudo_label(idm, ds, t, coding, "sample", seed=2) == drawn).all()
+    with pytest.raises(ValueError, match="choose 'argmax' or 'sample'"):
+        pseudo_label(idm, ds, t[:4], coding, "greedy")
+    with pytest.raises(ValueError, match="idm_pseudo_labels"):
+        BenchmarkConfig(idm_pseudo_labels="greedy")
