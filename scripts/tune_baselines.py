@@ -74,6 +74,9 @@ def main(cfg: TuneConfig) -> dict:
     from lapo.policy import PolicyConfig
     from lapo.training import set_threads
 
+    bad = [k for k in cfg.knobs if k not in ("bc", "head", "idm")]
+    if bad:
+        raise ValueError(f"unknown knobs {bad}: choose from bc, head, idm")
     set_threads(cfg.threads)
     bench = dataclasses.replace(cpu_preset(), run_dir=cfg.run_dir, games=(cfg.game,), seeds=(cfg.seed,))
     check_run_dir(bench)  # the same settings as the run whose stages are reused
