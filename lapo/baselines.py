@@ -34,6 +34,10 @@ with argmax labels; ``--knobs idm``, ``docs/tune_idm.json``). The IDM's steps we
 its held-out action accuracy (250, argmax): the one k-label knob not chosen by return, and the worst
 of the six by return."""
 
+PSEUDO_LABEL_MODES = ("argmax", "sample")
+"""The ways :func:`pseudo_label` can label the video."""
+CHOOSE_MODE = "choose " + " or ".join(map(repr, PSEUDO_LABEL_MODES))
+
 IDM_PSEUDO_LABELS = "sample"
 """How the IDM baseline labels the video (``argmax`` or ``sample``), chosen with its steps by the
 rule of :data:`K_LABEL_STEPS`."""
@@ -85,8 +89,8 @@ def pseudo_label(idm: SupervisedIDM, ds, t: np.ndarray, coding, mode: str = "arg
     ``mode`` ``argmax``: the IDM's most likely action; ``sample``: one draw from its distribution
     (seeded by ``seed``; regression outputs are the same in both). Raises ValueError for another mode.
     """
-    if mode not in ("argmax", "sample"):
-        raise ValueError(f"pseudo-label mode {mode!r}: choose 'argmax' or 'sample'")
+    if mode not in PSEUDO_LABEL_MODES:
+        raise ValueError(f"pseudo-label mode {mode!r}: {CHOOSE_MODE}")
     idm.eval()
     device = next(idm.parameters()).device
     with torch.random.fork_rng(devices=[]):

@@ -64,7 +64,7 @@ from pathlib import Path
 import numpy as np
 
 from envs.demonstrator import PPOConfig
-from lapo.baselines import IDM_PSEUDO_LABELS, K_LABEL_STEPS
+from lapo.baselines import CHOOSE_MODE, IDM_PSEUDO_LABELS, K_LABEL_STEPS, PSEUDO_LABEL_MODES
 from lapo.decoder import ActionHeadConfig
 from lapo.lam import LAMConfig, LAMTrainConfig
 from lapo.policy import PolicyConfig, PolicyTrainConfig
@@ -161,8 +161,8 @@ class BenchmarkConfig:
             raise ValueError(f"eval_episodes must be >= 2 for a confidence interval, got {self.eval_episodes}")
         if not 0 < self.probe_fraction < 1:
             raise ValueError(f"probe_fraction must be in (0, 1), got {self.probe_fraction}")
-        if self.idm_pseudo_labels not in ("argmax", "sample"):
-            raise ValueError(f"idm_pseudo_labels {self.idm_pseudo_labels!r}: choose 'argmax' or 'sample'")
+        if self.idm_pseudo_labels not in PSEUDO_LABEL_MODES:
+            raise ValueError(f"idm_pseudo_labels {self.idm_pseudo_labels!r}: {CHOOSE_MODE}")
         if self.head_input not in ("policy", "idm"):
             raise ValueError(f"head_input {self.head_input!r}: choose 'policy' or 'idm'")
 

@@ -34,6 +34,8 @@ import tyro
 
 from envs.io import atomic_write_text
 
+KNOBS = ("bc", "head", "idm")
+
 DEV_START_LEVEL, DEV_NUM_LEVELS = 2_000_000, 100_000
 """Development levels for tuning: disjoint from training ``[0, 100k)`` and evaluation ``[1M, 1.1M)``."""
 
@@ -54,9 +56,9 @@ class TuneConfig:
     """Candidate k-shot head steps."""
     idm_steps: tuple[int, ...] = (250, 500, 1500)
     """Candidate supervised-IDM steps."""
-    idm_modes: tuple[str, ...] = ("argmax", "sample")
+    idm_modes: tuple[str, ...] = ("argmax", "sample")  # lapo.baselines.PSEUDO_LABEL_MODES
     """Candidate pseudo-label modes (:func:`lapo.baselines.pseudo_label`)."""
-    knobs: tuple[str, ...] = ("bc", "head", "idm")
+    knobs: tuple[str, ...] = KNOBS
     """Which knobs to tune."""
     episodes: int = 100
     """Development-level episodes per candidate."""
@@ -74,9 +76,9 @@ def main(cfg: TuneConfig) -> dict:
     from lapo.policy import PolicyConfig
     from lapo.training import set_threads
 
-    bad = [k for k in cfg.knobs if k not in ("bc", "head", "idm")]
+    bad = [k for k in cfg.knobs if k not in KNOBS]
     if bad:
-        raise ValueError(f"unknown knobs {bad}: choose from bc, head, idm")
+        raise ValueError(f"unknown knobs {bad}: choose from {KNOBS}")
     set_threads(cfg.threads)
     bench = dataclasses.replace(cpu_preset(), run_dir=cfg.run_dir, games=(cfg.game,), seeds=(cfg.seed,))
     check_run_dir(bench)  # the same settings as the run whose stages are reused
