@@ -222,3 +222,20 @@ def test_sampled_pseudo_labels_keep_the_idms_uncertainty(encoded_dataset):
         pseudo_label(idm, ds, t[:4], coding, "greedy")
     with pytest.raises(ValueError, match="idm_pseudo_labels"):
         BenchmarkConfig(idm_pseudo_labels="greedy")
+
+
+def test_tune_policy_knob_scores_oracle_bc_against_the_demonstrators_own_nll(tmp_path):
+    from scripts.tune_baselines import TuneConfig, main
+
+    cfg = TuneConfig(run_dir=tmp_path / "run", num_frames=600, ks=(8,), knobs=("policy",),
+                     policy_variants=("nature:40",), episodes=3, out=tmp_path / "tune.json")
+    out = main(cfg)
+    (row,) = out["rows"]
+    assert row["value"] == "nature:40" and out["chosen"] == {row["knob"]: "nature:40"}
+    # the shipped demonstrator is far from uniform on its own video; a 40-step BC is not below it
+    floor = out["demonstrator_nll"]
+    assert floor["train_nll"] < np.log(N_ACTIONS) - 0.2 and floor["heldout_nll"] < np.log(N_ACTIONS) - 0.2
+    assert row["train_nll"] > floor["train_nll"] and 0 <= row["heldout_accuracy"] <= 1
+    assert json.loads(cfg.out.read_text())["rows"] == out["rows"]
+    with pytest.raises(ValueError, match="resnet:10"):
+        main(dataclasses.replace(cfg, policy_variants=("resnet:10",)))
