@@ -67,6 +67,7 @@ from envs.demonstrator import PPOConfig
 from lapo.baselines import CHOOSE_MODE, IDM_PSEUDO_LABELS, K_LABEL_STEPS, PSEUDO_LABEL_MODES
 from lapo.decoder import ActionHeadConfig
 from lapo.lam import LAMConfig, LAMTrainConfig
+from lapo.nets import IMPALA_WIDTHS
 from lapo.policy import PolicyConfig, PolicyTrainConfig
 
 REFERENCES = ("random", "demonstrator")
@@ -175,7 +176,7 @@ def cpu_preset() -> BenchmarkConfig:
 def paper_preset() -> BenchmarkConfig:
     """LAPO's sizes, for a GPU: IMPALA CNN at scale 4, two 64-entry VQ codebooks, 50k LAM steps,
     1M frames per game, bf16."""
-    impala = (64, 128, 128)  # (16, 32, 32) × 4
+    impala = tuple(4 * c for c in IMPALA_WIDTHS)  # LAPO's scale 4
     return BenchmarkConfig(
         games=("coinrun", "fruitbot", "jumper"), run_dir=Path("runs/benchmark_paper"),
         num_frames=1_000_000, eval_episodes=500,

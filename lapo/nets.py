@@ -121,6 +121,8 @@ class ImpalaCNN(nn.Module):
 
 
 ENCODERS = {"nature": NatureCNN, "impala": ImpalaCNN}
+IMPALA_WIDTHS = (16, 32, 32)
+"""The IMPALA CNN's stack widths at scale 1 (Espeholt et al. 2018; LAPO scales them by 4)."""
 
 
 def build_encoder(kind: str, in_channels: int, image_size: int, channels: tuple[int, ...], hidden: int,

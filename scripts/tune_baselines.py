@@ -45,7 +45,6 @@ KNOBS = ("bc", "head", "idm", "policy")
 
 DEV_START_LEVEL, DEV_NUM_LEVELS = 2_000_000, 100_000
 """Development levels for tuning: disjoint from training ``[0, 100k)`` and evaluation ``[1M, 1.1M)``."""
-IMPALA_CHANNELS = (16, 32, 32)
 
 
 def parse_variant(variant: str) -> tuple[str, int]:
@@ -96,7 +95,7 @@ class TuneConfig:
     idm_modes: tuple[str, ...] = ("argmax", "sample")  # lapo.baselines.PSEUDO_LABEL_MODES
     """Candidate pseudo-label modes (:func:`lapo.baselines.pseudo_label`)."""
     policy_variants: tuple[str, ...] = ("nature:2000", "nature:8000", "impala:2000")
-    """Candidate whole-video BC recipes ``encoder:steps`` (IMPALA at LAPO's widths (16, 32, 32))."""
+    """Candidate whole-video BC recipes ``encoder:steps`` (IMPALA at scale 1, :data:`lapo.nets.IMPALA_WIDTHS`)."""
     num_frames: int | None = None
     """Video frames of the game (None = the ``cpu`` preset's): the data-size lever of the ``policy``
     knob; another size needs its own ``--run-dir`` (the video is collected there)."""
@@ -116,6 +115,7 @@ def main(cfg: TuneConfig) -> dict:
     from lapo.baselines import pseudo_label, train_supervised_idm
     from lapo.benchmark import GameRun, action_agreement, check_run_dir, cpu_preset, ours_method
     from lapo.evaluate import evaluate
+    from lapo.nets import IMPALA_WIDTHS
     from lapo.policy import PolicyConfig
     from lapo.training import set_threads
 
@@ -144,7 +144,7 @@ def main(cfg: TuneConfig) -> dict:
         floor = {"train_nll": demo_nll(demo, run, run.train_t[::every], run.oracle_actions()[::every]),
                  "heldout_nll": demo_nll(demo, run, run.test_t, run.test_actions())}
     for variant, (encoder, steps) in zip(cfg.policy_variants, variants):
-        channels = bench.policy.channels if encoder == "nature" else IMPALA_CHANNELS
+        channels = bench.policy.channels if encoder == "nature" else IMPALA_WIDTHS
         policy_cfg = dataclasses.replace(bench.policy, encoder=encoder, channels=channels)
         train_cfg = dataclasses.replace(bench.policy_train, steps=steps, seed=cfg.seed)
         t0 = time.perf_counter()
