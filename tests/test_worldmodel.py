@@ -106,7 +106,7 @@ def test_clips_edge_pad_at_episode_start_and_actions_lead_into_frames(square_dat
 
 
 def square_world_model(square_dataset, tmp_path):
-    """`lapo wm train` on the moving-square video at toy sizes (~2 min on 2 cores)."""
+    """`lapo wm train` on the moving-square video at toy sizes (the slowest test of the suite)."""
     cfg = WorldModelConfig(
         run_dir=tmp_path / "wm", dataset=square_dataset,
         tokenizer=dataclasses.replace(TINY_TOK, res_blocks=0),
