@@ -135,6 +135,9 @@ class BenchmarkConfig:
     """Labeled transitions of the ours agent that ``ours_finetune`` starts from."""
     finetune_frames: int = 1_000_000
     """Env frames of PPO for ``ours_finetune`` and ``ppo_scratch``."""
+    finetune_eval_every: int = 250_000
+    """Env frames between the RL rows' evaluations on the unseen levels (frame 0 and the end too);
+    each run's curve is in ``run_dir/GAME/seedS/ppo/{agent,scratch}/curve.json``."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """PPO hyperparameters of both RL rows: the demonstrators' (its game, seed and threads are set
     per cell)."""
@@ -445,7 +448,7 @@ def ppo_method(name: str):
         ppo = {**dataclasses.asdict(cfg.ppo), "env_name": run.game, "distribution_mode": cfg.distribution_mode,
                "seed": seed, "threads": cfg.threads or torch.get_num_threads()}
         ft = FinetuneConfig(**ppo, agent=d / f"ours_k{cfg.finetune_k}", run_dir=d, runs=(name,),
-                            total_timesteps=cfg.finetune_frames, eval_every=cfg.finetune_frames,
+                            total_timesteps=cfg.finetune_frames, eval_every=cfg.finetune_eval_every,
                             eval_episodes=cfg.eval_episodes, demonstrator=run.demonstrator_dir)
         finetune(ft)
         return load_finetuned(d / name), None
@@ -522,6 +525,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     missing = [str(p.relative_to(run)) for p in paths if not p.is_file()]
     cells = [json.loads(p.read_text()) for p in paths if p.is_file()]
     results = aggregate(cells, cfg)
+    results["finetune_curves"] = finetune_curves(cfg)
     results["missing_cells"] = missing
     results["wall_seconds_this_call"] = round(time.perf_counter() - t_start, 1)
     results["hardware"] = hardware()
@@ -593,6 +597,34 @@ def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
             "total_eval_seconds": sum(c["eval_seconds"] for c in cells)}
 
 
+def finetune_curves(cfg: BenchmarkConfig) -> dict:
+    """Per game, the RL rows' evaluation curves (``ppo/{agent,scratch}/curve.json`` of each seed) at
+    the frame counts every seed of both rows has reached: mean normalized return over seeds (random
+    0, demonstrator 1, references measured by :mod:`lapo.finetune` on the same levels), the per-seed
+    values, and ours_finetune − ppo_scratch at each point. ``{}`` for a game without both rows."""
+    out = {}
+    for game in cfg.games:
+        curves = {}  # run -> seed -> {frames: normalized}
+        for method, name in (("ours_finetune", "agent"), ("ppo_scratch", "scratch")):
+            for seed in cfg.seeds:
+                path = Path(cfg.run_dir) / game / f"seed{seed}" / "ppo" / name / "curve.json"
+                if method in cfg.methods and path.is_file():
+                    curves.setdefault(name, {})[seed] = {p["frames"]: p["normalized_demonstrator"]
+                                                         for p in json.loads(path.read_text())}
+        if set(curves) != {"agent", "scratch"}:
+            continue
+        seeds = sorted(set(curves["agent"]) & set(curves["scratch"]))
+        frames = sorted(set.intersection(*(set(curves[n][s]) for n in curves for s in seeds))) if seeds else []
+        if not frames:
+            continue
+        point = {n: [[curves[n][s][f] for s in seeds] for f in frames] for n in curves}
+        mean = {n: [float(np.mean(v)) for v in point[n]] for n in point}
+        out[game] = {"seeds": seeds, "frames": frames, "agent": mean["agent"], "scratch": mean["scratch"],
+                     "agent_per_seed": point["agent"], "scratch_per_seed": point["scratch"],
+                     "agent_minus_scratch": [a - b for a, b in zip(mean["agent"], mean["scratch"])]}
+    return out
+
+
 def targets(rows: list[dict], average: list[dict]) -> dict:
     """The issue's targets: ours at k=256 >= 0.8 normalized on average over games, and ours >= every
     baseline except oracle BC at each k <= 256 on each game (on mean normalized return)."""
@@ -653,6 +685,11 @@ def format_results(results: dict) -> str:
             if vals:
                 out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(
                     f"{vals.get(k, vals.get(None)):.2f}" for k in ks) + " |")
+    for game, c in results.get("finetune_curves", {}).items():
+        out += ["", f"### {game}: fine-tuning curves (normalized return, mean over seeds {c['seeds']})", "",
+                "| env frames | PPO from ours | PPO from scratch | difference |", "|---|---|---|---|"]
+        out += [f"| {f:,} | {a:.2f} | {b:.2f} | {d:+.2f} |"
+                for f, a, b, d in zip(c["frames"], c["agent"], c["scratch"], c["agent_minus_scratch"])]
     return "\n".join(out)
 
 

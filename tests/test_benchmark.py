@@ -159,17 +159,23 @@ def test_labeled_subset_draws_from_the_pool_only(encoded_dataset):
 def test_rl_rows_fine_tune_ours_and_train_ppo_from_scratch(tmp_path):
     from envs.demonstrator import PPOConfig
 
-    cfg = tiny_config(tmp_path / "rl", methods=("ours_finetune", "ppo_scratch"), finetune_k=8, finetune_frames=64,
+    cfg = tiny_config(tmp_path / "rl", methods=("ours_finetune", "ppo_scratch"), finetune_k=8, finetune_frames=128,
+                      finetune_eval_every=64,
                       ppo=PPOConfig(num_envs=4, n_steps=16, batch_size=32, n_epochs=1, save_every=64))
     results = run_benchmark(cfg)
     rows = {r["method"]: r for r in results["rows"]}
     assert set(rows) == {"random", "demonstrator", "ours_finetune", "ppo_scratch"}
     for name in ("agent", "scratch"):  # the PPO runs, trained to the frame budget
         curve = json.loads((cfg.run_dir / "coinrun" / "seed0" / "ppo" / name / "curve.json").read_text())
-        assert curve[-1]["frames"] == 64
+        assert [p["frames"] for p in curve] == [0, 64, 128]  # frame 0, every finetune_eval_every, the end
+        np.testing.assert_equal(results["finetune_curves"]["coinrun"][name],  # NaN where random = demonstrator
+                                [p["normalized_demonstrator"] for p in curve])
     assert rows["ours_finetune"]["k"] is None
     assert rows["ppo_scratch"]["normalized_procgen"] == pytest.approx((rows["ppo_scratch"]["mean_return"] - 5) / 5)
+    c = results["finetune_curves"]["coinrun"]
+    np.testing.assert_equal(c["agent_minus_scratch"], np.subtract(c["agent"], c["scratch"]))
     assert "R_max - R_min" in (cfg.run_dir / "results.md").read_text()
+    assert "fine-tuning curves" in (cfg.run_dir / "results.md").read_text()
 
 
 def test_a_setting_added_after_a_run_counts_as_its_default(clean_run):
