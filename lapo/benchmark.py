@@ -63,7 +63,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.demonstrator import PPOConfig
+from envs.demonstrator import LAPO_STAGE3, PPOConfig
 from lapo.baselines import CHOOSE_MODE, IDM_PSEUDO_LABELS, K_LABEL_STEPS, PSEUDO_LABEL_MODES
 from lapo.decoder import ActionHeadConfig
 from lapo.lam import LAMConfig, LAMTrainConfig
@@ -138,9 +138,9 @@ class BenchmarkConfig:
     finetune_eval_every: int = 250_000
     """Env frames between the RL rows' evaluations on the unseen levels (frame 0 and the end too);
     each run's curve is in ``run_dir/GAME/seedS/ppo/{agent,scratch}/curve.json``."""
-    ppo: PPOConfig = field(default_factory=PPOConfig)
-    """PPO hyperparameters of both RL rows: the demonstrators' (its game, seed and threads are set
-    per cell)."""
+    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(**LAPO_STAGE3))
+    """PPO hyperparameters of both RL rows: the demonstrators' with LAPO's stage-3 rollout length,
+    minibatch size and entropy bonus, as ``lapo finetune`` (its game, seed and threads are set per cell)."""
     threads: int = 0
     """torch CPU threads (0 = torch's default, all cores)."""
     report_only: bool = False

@@ -8,9 +8,11 @@ evaluates both on the same unseen levels every ``eval_every`` env frames:
   are the shared features, its latent output layer followed by the k-shot action head is PPO's
   action net (so at frame 0 PPO acts exactly as the agent: logits ``head(π(o))``), and a fresh
   linear value head reads the same features (:class:`AgentPolicy`);
-- ``scratch``: PPO from scratch with SB3's ``CnnPolicy`` (the Nature CNN of the demonstrators) and
-  the demonstrators' hyperparameters (:class:`envs.demonstrator.PPOConfig`, Procgen-paper values
-  with reward normalization), so the baseline gets the recipe that produced the demonstrator.
+- ``scratch``: PPO from scratch with SB3's ``CnnPolicy`` (the Nature CNN of the demonstrators).
+
+Both runs use the same PPO values: the demonstrators' (:class:`envs.demonstrator.PPOConfig`,
+Procgen-paper values with reward normalization) with LAPO's stage-3 rollout length, minibatch size
+and entropy bonus (:data:`envs.demonstrator.LAPO_STAGE3`), which scored higher for both runs.
 
 Both runs resume from ``run_dir/<run>/ppo_checkpoint.zip`` (SB3's format, with the ``VecNormalize``
 statistics), log ``eval/mean_return`` and the normalized returns to tensorboard, keep their curve in
@@ -36,7 +38,7 @@ import torch
 import torch.nn as nn
 from gymnasium.spaces import Discrete
 
-from envs.demonstrator import PPOConfig, learn_ppo  # imports Procgen first: no gym banner below
+from envs.demonstrator import LAPO_STAGE3, PPOConfig, learn_ppo  # imports Procgen first: no gym banner below
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
@@ -50,6 +52,12 @@ RUNS = ("agent", "scratch")
 class FinetuneConfig(PPOConfig):
     """``lapo finetune``: PPO from a saved agent and PPO from scratch, same settings, same levels."""
 
+    n_steps: int = LAPO_STAGE3["n_steps"]
+    """Rollout length per env per PPO update (LAPO's stage 3; the demonstrators use 256)."""
+    batch_size: int = LAPO_STAGE3["batch_size"]
+    """PPO minibatch size (64 × 64 / 512 = 8 minibatches, LAPO's stage 3)."""
+    ent_coef: float = LAPO_STAGE3["ent_coef"]
+    """Entropy bonus (LAPO's stage 3; the demonstrators use 0.01)."""
     agent: Path = Path("runs/quickstart/agent")
     """Saved agent (``lapo quickstart`` / ``lapo fit-head`` output) that initializes the ``agent`` run."""
     run_dir: Path = Path("runs/finetune")

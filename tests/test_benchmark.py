@@ -245,3 +245,13 @@ def test_tune_policy_knob_scores_oracle_bc_against_the_demonstrators_own_nll(tmp
     assert json.loads(cfg.out.read_text())["rows"] == out["rows"]
     with pytest.raises(ValueError, match="resnet:10"):
         main(dataclasses.replace(cfg, policy_variants=("resnet:10",)))
+
+
+def test_the_benchmark_rl_rows_and_lapo_finetune_share_their_ppo_defaults():
+    from envs.demonstrator import PPOConfig
+    from lapo.finetune import FinetuneConfig
+
+    finetune = FinetuneConfig()
+    shared = {f.name: getattr(finetune, f.name) for f in dataclasses.fields(PPOConfig)}
+    assert shared == dataclasses.asdict(BenchmarkConfig().ppo)
+    assert shared != dataclasses.asdict(PPOConfig())  # LAPO's stage 3, not the demonstrators' values
