@@ -652,9 +652,10 @@ def format_results(results: dict) -> str:
     for game in dict.fromkeys(r["game"] for r in rows):
         seeds = sorted({s for r in rows if r["game"] == game for s in r["seeds"]})
         episodes = next(r["episodes"] for r in rows if r["game"] == game) // len(seeds)
-        out += [f"### {game}", "", f"normalized return (mean return [95% CI]); seeds {seeds}, {episodes} unseen "
-                "levels per seed", "", head, sep]
-        for method in REFERENCES + TRAINED + OPTIONAL:
+        out += [f"### {game}", "", f"seeds {seeds}, {episodes} unseen levels per seed"]
+        if ks:  # tables per k (none for a sweep of rows without k only)
+            out += ["", "normalized return (mean return [95% CI])", "", head, sep]
+        for method in (REFERENCES + TRAINED + OPTIONAL) if ks else ():
             cells = {r["k"]: r for r in rows if r["game"] == game and r["method"] == method}
             if not cells:
                 continue
@@ -662,8 +663,9 @@ def format_results(results: dict) -> str:
                       + ("" if r["seeds"] == seeds else f" seeds {r['seeds']}") for k, r in cells.items()}
             vals = [fmt.get(k, fmt.get(None, "")) for k in ks]
             out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(vals) + " |")
-        out += ["", "held-out accuracy of true actions: probe / agent", "", head, sep]
-        for method in ("oracle_bc",) + K_METHODS:
+        if ks:
+            out += ["", "held-out accuracy of true actions: probe / agent", "", head, sep]
+        for method in ("oracle_bc",) + K_METHODS if ks else ():
             cells = {r["k"]: r for r in rows if r["game"] == game and r["method"] == method}
             if not cells:
                 continue
@@ -672,13 +674,14 @@ def format_results(results: dict) -> str:
         fixed = [r for m in REFERENCES + TRAINED + OPTIONAL for r in rows
                  if r["game"] == game and r["method"] == m and r["k"] is None]
         out += ["", "rows without k: normalized by the references / by Procgen's easy-mode constants", "",
-                "| method | mean return | normalized (random 0, demonstrator 1) | normalized ((R - R_min) / (R_max - R_min)) |",
-                "|---|---|---|---|"]
-        out += [f"| {METHOD_NAMES[r['method']]} | {r['mean_return']:.2f} | {r['normalized_return']:.2f} | "
+                "| method | mean return [95% CI] | normalized (random 0, demonstrator 1) [95% CI] | "
+                "normalized ((R - R_min) / (R_max - R_min)) |", "|---|---|---|---|"]
+        out += [f"| {METHOD_NAMES[r['method']]} | {r['mean_return']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] | "
+                f"{r['normalized_return']:.2f} [{r['normalized_ci95'][0]:.2f}, {r['normalized_ci95'][1]:.2f}] | "
                 f"{r['normalized_procgen']:.2f} |" for r in fixed]
         out.append("")
     avg = results["average_over_games"]
-    if avg:
+    if avg and ks:
         out += [f"### average over games ({', '.join(results['references'])}; normalized return)", "", head, sep]
         for method in REFERENCES + TRAINED + OPTIONAL:
             vals = {a["k"]: a["normalized_return"] for a in avg if a["method"] == method}
