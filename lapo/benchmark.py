@@ -655,22 +655,20 @@ def format_results(results: dict) -> str:
         out += [f"### {game}", "", f"seeds {seeds}, {episodes} unseen levels per seed"]
         if ks:  # tables per k (none for a sweep of rows without k only)
             out += ["", "normalized return (mean return [95% CI])", "", head, sep]
-        for method in (REFERENCES + TRAINED + OPTIONAL) if ks else ():
-            cells = {r["k"]: r for r in rows if r["game"] == game and r["method"] == method}
-            if not cells:
-                continue
-            fmt = {k: f"{r['normalized_return']:.2f} ({r['mean_return']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}])"
-                      + ("" if r["seeds"] == seeds else f" seeds {r['seeds']}") for k, r in cells.items()}
-            vals = [fmt.get(k, fmt.get(None, "")) for k in ks]
-            out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(vals) + " |")
-        if ks:
+            for method in REFERENCES + TRAINED + OPTIONAL:
+                cells = {r["k"]: r for r in rows if r["game"] == game and r["method"] == method}
+                if not cells:
+                    continue
+                fmt = {k: f"{r['normalized_return']:.2f} ({r['mean_return']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}])"
+                          + ("" if r["seeds"] == seeds else f" seeds {r['seeds']}") for k, r in cells.items()}
+                vals = [fmt.get(k, fmt.get(None, "")) for k in ks]
+                out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(vals) + " |")
             out += ["", "held-out accuracy of true actions: probe / agent", "", head, sep]
-        for method in ("oracle_bc",) + K_METHODS if ks else ():
-            cells = {r["k"]: r for r in rows if r["game"] == game and r["method"] == method}
-            if not cells:
-                continue
-            out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(_accuracies(cells.get(k, cells.get(None)))
-                                                                 for k in ks) + " |")
+            for method in ("oracle_bc",) + K_METHODS:
+                cells = {r["k"]: r for r in rows if r["game"] == game and r["method"] == method}
+                if cells:
+                    out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(
+                        _accuracies(cells.get(k, cells.get(None))) for k in ks) + " |")
         fixed = [r for m in REFERENCES + TRAINED + OPTIONAL for r in rows
                  if r["game"] == game and r["method"] == m and r["k"] is None]
         out += ["", "rows without k: normalized by the references / by Procgen's easy-mode constants", "",
