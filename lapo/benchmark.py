@@ -485,8 +485,15 @@ def check_run_dir(cfg: BenchmarkConfig) -> None:
         old = {**jsonable(BenchmarkConfig()), **json.loads(path.read_text())}
         diff = sorted(k for k in set(settings) if old.get(k) != settings.get(k))
         if diff:
-            raise ValueError(f"{cfg.run_dir} holds a benchmark run with other settings ({', '.join(diff)}); "
-                             "its cells would not be comparable. Use another --run-dir, or the same settings")
+            def changed(k):  # only the differing entries of a nested setting (e.g. ppo.n_steps)
+                a, b = old.get(k), settings.get(k)
+                if isinstance(a, dict) and isinstance(b, dict):
+                    return ", ".join(f"{k}.{x}: {a.get(x)!r} there, {b.get(x)!r} now"
+                                     for x in sorted(set(a) | set(b)) if a.get(x) != b.get(x))
+                return f"{k}: {a!r} there, {b!r} now"
+            raise ValueError(f"{cfg.run_dir} holds a benchmark run with other settings "
+                             f"({'; '.join(changed(k) for k in diff)}); its cells would not be comparable. "
+                             "Use another --run-dir, or the same settings")
     else:
         atomic_write_text(path, json.dumps(settings, indent=2))
 

@@ -185,8 +185,11 @@ def test_a_setting_added_after_a_run_counts_as_its_default(clean_run):
     path.write_text(json.dumps({k: v for k, v in stored.items() if k not in ("ppo", "finetune_frames")}))
     try:
         run_benchmark(dataclasses.replace(cfg, report_only=True))  # accepted: the defaults match
-        with pytest.raises(ValueError, match="finetune_frames"):
+        with pytest.raises(ValueError, match="finetune_frames: 1000000 there, 5 now"):
             run_benchmark(dataclasses.replace(cfg, finetune_frames=5, report_only=True))
+        ppo = dataclasses.replace(cfg.ppo, n_steps=32)  # a nested setting: the error names the entry
+        with pytest.raises(ValueError, match=r"\(ppo\.n_steps: 64 there, 32 now\)"):
+            run_benchmark(dataclasses.replace(cfg, ppo=ppo, report_only=True))
     finally:
         path.write_text(json.dumps(stored))
 
