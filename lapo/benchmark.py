@@ -474,7 +474,7 @@ def check_run_dir(cfg: BenchmarkConfig) -> None:
     """Record the non-sweep settings in ``run_dir/benchmark_config.json``, or check they match.
 
     Raises:
-        ValueError: the run directory holds cells made with other settings (names the fields).
+        ValueError: the run directory holds cells made with other settings (names each differing value, nested ones as ``ppo.n_steps``).
     """
     from envs.io import atomic_write_text, jsonable
 
