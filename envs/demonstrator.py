@@ -185,6 +185,7 @@ def learn_ppo(cfg: PPOConfig, run_dir: Path, total_timesteps: int, new_model, ca
     env = make_training_env(cfg, run_dir, resume=ckpt.exists())
     if ckpt.exists():
         model = PPO.load(ckpt, env=env, device=cfg.device)
+        check_resumed_values(model, cfg, ckpt)
         print(f"resuming {ckpt} at {model.num_timesteps} env steps")
     else:
         model = new_model(env)
@@ -213,6 +214,24 @@ def learn_ppo(cfg: PPOConfig, run_dir: Path, total_timesteps: int, new_model, ca
         save.bar.close()
         save_resume_checkpoint(model, ckpt)
     return model
+
+
+def check_resumed_values(model, cfg: PPOConfig, ckpt: Path) -> None:
+    """SB3 resumes with the hyperparameters saved in the checkpoint, whatever the command says; so a
+    resumed run whose command asks for other values raises instead of silently training with the old
+    ones.
+
+    Raises:
+        ValueError: naming each differing value (``n_steps: 256 in the checkpoint, 64 now``) and the fix.
+    """
+    saved = {"num_envs": model.n_envs, "n_steps": model.n_steps, "batch_size": model.batch_size,
+             "n_epochs": model.n_epochs, "gamma": model.gamma, "gae_lambda": model.gae_lambda,
+             "ent_coef": model.ent_coef, "learning_rate": model.learning_rate}
+    diff = [f"{k}: {v} in the checkpoint, {getattr(cfg, k)} now" for k, v in saved.items()
+            if isinstance(v, (int, float)) and not np.isclose(v, getattr(cfg, k), rtol=1e-9, atol=0)]
+    if diff:
+        raise ValueError(f"{ckpt} was trained with other PPO values ({'; '.join(diff)}): pass the "
+                         f"checkpoint's values to resume it, or a new run directory to start afresh")
 
 
 def make_training_env(cfg: PPOConfig, run_dir: Path, resume: bool = False):

@@ -4,7 +4,9 @@
 
 For each game it trains (or resumes) the demonstrator run ``runs/expert_<game>`` up to ``--steps``
 env steps with the recipe of ``lapo train-expert`` (same config, reward normalization on), then
-evaluates the policy and a uniform-random one on the same unseen levels. The column that decides is
+evaluates the policy and a uniform-random one on the same unseen levels. ``--recipe lapo-stage3``
+trains with LAPO's stage-3 rollout length, minibatches and entropy instead (``LAPO_STAGE3``; runs in
+``runs/expert_<game>_lapo-stage3``). The column that decides is
 the *margin*: ``(R_policy - R_random) / (R_max - R_min)`` with Procgen's easy-mode constants
 (Cobbe et al. 2020); a demonstrator ships at a margin >= 0.4. The probe runs are ordinary resumable
 demonstrator runs, so a chosen game continues with ``lapo train-expert --env-name <game>
@@ -16,11 +18,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import tyro
 
-from envs.demonstrator import Demonstrator, TrainExpertConfig, train_demonstrator
+from envs.demonstrator import LAPO_STAGE3, Demonstrator, TrainExpertConfig, train_demonstrator
 from envs.io import atomic_write_text
 from envs.procgen import EASY_RETURN_RANGE, check_game
 from lapo.evaluate import evaluate, random_act
@@ -39,10 +42,15 @@ def margin(policy_return: float, random_return: float, env_name: str) -> float:
 class ProbeConfig:
     games: list[str] = field(default_factory=lambda: ["maze", "heist", "jumper", "fruitbot"])
     """Candidate Procgen games."""
+    recipe: Literal["procgen", "lapo-stage3"] = "procgen"
+    """PPO values: ``procgen`` = the demonstrators' (Procgen paper: 256-step rollouts, 8 × 2048
+    minibatches, entropy 0.01); ``lapo-stage3`` = those with ``LAPO_STAGE3`` (64 steps, 8 × 512,
+    entropy 0.0025), the values of ``lapo finetune``."""
     steps: int = 300_000
     """Env steps per game (a run already past this is only evaluated)."""
     runs: Path = Path("runs")
-    """Parent of the ``expert_<game>`` run directories."""
+    """Parent of the run directories: ``expert_<game>`` (``procgen`` recipe) or
+    ``expert_<game>_<recipe>``."""
     episodes: int = 100
     """Unseen-level episodes per agent (random and policy play the same levels)."""
     threads: int = 1
@@ -55,19 +63,25 @@ class ProbeConfig:
             check_game(g)
 
 
+def probe_run_config(cfg: ProbeConfig, game: str) -> TrainExpertConfig:
+    """The demonstrator run that probes ``game``: ``cfg.recipe``'s PPO values, its own run directory."""
+    run_dir = cfg.runs / (f"expert_{game}" if cfg.recipe == "procgen" else f"expert_{game}_{cfg.recipe}")
+    values = LAPO_STAGE3 if cfg.recipe == "lapo-stage3" else {}
+    return replace(TrainExpertConfig(), env_name=game, total_timesteps=cfg.steps, run_dir=run_dir,
+                   out=run_dir / "demonstrator", threads=cfg.threads, **values)
+
+
 def main(cfg: ProbeConfig) -> list[dict]:
     rows = []
     for game in cfg.games:
-        tcfg = replace(TrainExpertConfig(), env_name=game, total_timesteps=cfg.steps,
-                       run_dir=cfg.runs / f"expert_{game}", out=cfg.runs / f"expert_{game}" / "demonstrator",
-                       threads=cfg.threads)
+        tcfg = probe_run_config(cfg, game)
         model = train_demonstrator(tcfg)
         train_returns = [ep["r"] for ep in model.ep_info_buffer]
         demo = Demonstrator.from_sb3(model, tcfg)
         pol = evaluate(demo.act, game, cfg.episodes, desc=f"{game} policy")
         rnd = evaluate(random_act(model.action_space), game, cfg.episodes, desc=f"{game} random")
         m = margin(pol.mean, rnd.mean, game)
-        rows.append({"game": game, "env_steps": int(model.num_timesteps), "policy_return": pol.mean,
+        rows.append({"game": game, "recipe": cfg.recipe, "env_steps": int(model.num_timesteps), "policy_return": pol.mean,
                      "policy_ci95": list(pol.ci95), "random_return": rnd.mean, "random_ci95": list(rnd.ci95),
                      "train_return_last100": float(np.mean(train_returns)) if train_returns else None,
                      "margin": m, "ships": bool(m >= SHIP_MARGIN), "easy_range": list(EASY_RETURN_RANGE[game])})

@@ -72,6 +72,10 @@ def test_train_expert_resumes_from_its_checkpoint(tmp_path):
     assert (tmp_path / "run" / CHECKPOINT_NAME).is_file()
     resumed = train_demonstrator(dataclasses.replace(cfg, total_timesteps=128))
     assert resumed.num_timesteps == 128  # continued from 64, not restarted
+    # SB3 would resume with the checkpoint's values whatever the command says: refused, each named
+    with pytest.raises(ValueError, match=r"n_steps: 16 in the checkpoint, 8 now; .*ent_coef: 0.01 in the "
+                                         r"checkpoint, 0.0025 now.*new run directory"):
+        train_demonstrator(dataclasses.replace(cfg, total_timesteps=256, n_steps=8, ent_coef=0.0025))
 
 
 def test_train_expert_stops_at_max_minutes_and_exports_nothing(tmp_path):
@@ -94,3 +98,16 @@ def test_train_expert_run_dir_defaults_to_its_own_game():
     cfg = TrainExpertConfig(env_name="ninja")
     assert cfg.run_dir == Path("runs/expert_ninja") and cfg.out == Path("runs/expert_ninja/demonstrator")
     assert TrainExpertConfig(env_name="ninja", run_dir=Path("r")).out == Path("r/demonstrator")
+
+
+def test_probe_recipes_train_with_their_values_in_their_own_run_directory():
+    from pathlib import Path
+
+    from envs.demonstrator import LAPO_STAGE3
+    from scripts.probe_games import ProbeConfig, probe_run_config
+
+    paper = probe_run_config(ProbeConfig(games=["ninja"], runs=Path("r")), "ninja")
+    lapo = probe_run_config(ProbeConfig(games=["ninja"], runs=Path("r"), recipe="lapo-stage3"), "ninja")
+    assert (paper.n_steps, paper.batch_size, paper.ent_coef) == (256, 2048, 0.01)
+    assert {k: getattr(lapo, k) for k in LAPO_STAGE3} == LAPO_STAGE3
+    assert paper.run_dir == Path("r/expert_ninja") and lapo.run_dir == Path("r/expert_ninja_lapo-stage3")
