@@ -532,7 +532,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     missing = [str(p.relative_to(run)) for p in paths if not p.is_file()]
     cells = [json.loads(p.read_text()) for p in paths if p.is_file()]
     results = aggregate(cells, cfg)
-    results["finetune_curves"] = finetune_curves(cfg)
+    results["finetune_curves"] = finetune_curves(cfg, results["references"])
     results["missing_cells"] = missing
     results["wall_seconds_this_call"] = round(time.perf_counter() - t_start, 1)
     results["hardware"] = hardware()
@@ -604,20 +604,29 @@ def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
             "total_eval_seconds": sum(c["eval_seconds"] for c in cells)}
 
 
-def finetune_curves(cfg: BenchmarkConfig) -> dict:
+def finetune_curves(cfg: BenchmarkConfig, refs: dict) -> dict:
     """Per game, the RL rows' evaluation curves (``ppo/{agent,scratch}/curve.json`` of each seed) at
-    the frame counts every seed of both rows has reached: mean normalized return over seeds (random
-    0, demonstrator 1, references measured by :mod:`lapo.finetune` on the same levels), the per-seed
-    values, and ours_finetune − ppo_scratch at each point. ``{}`` for a game without both rows."""
+    the frame counts every seed of both rows has reached: mean normalized return over seeds, the
+    per-seed values, and ours_finetune − ppo_scratch at each point. ``{}`` for a game without both
+    rows or without references.
+
+    Normalized by ``refs[game]`` (``{"random": R, "demonstrator": R}``, :func:`aggregate`'s: the
+    benchmark's reference cells averaged over seeds), the references of the table's rows, not by
+    the ones :mod:`lapo.finetune` measures for its own curve (another sampling draw on the same
+    levels: seed 0's CoinRun demonstrator scored 7.4 in the benchmark's cell and 8.0 there)."""
+    from lapo.stats import normalized_return
+
     out = {}
-    for game in cfg.games:
+    for game in (g for g in cfg.games if g in refs):
+        ref = refs[game]
         curves = {}  # run -> seed -> {frames: normalized}
         for method, name in (("ours_finetune", "agent"), ("ppo_scratch", "scratch")):
             for seed in cfg.seeds:
                 path = Path(cfg.run_dir) / game / f"seed{seed}" / "ppo" / name / "curve.json"
                 if method in cfg.methods and path.is_file():
-                    curves.setdefault(name, {})[seed] = {p["frames"]: p["normalized_demonstrator"]
-                                                         for p in json.loads(path.read_text())}
+                    curves.setdefault(name, {})[seed] = {
+                        p["frames"]: normalized_return(p["mean_return"], ref["random"], ref["demonstrator"])
+                        for p in json.loads(path.read_text())}
         if set(curves) != {"agent", "scratch"}:
             continue
         seeds = sorted(set(curves["agent"]) & set(curves["scratch"]))

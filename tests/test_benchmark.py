@@ -13,8 +13,8 @@ import torch
 
 from envs.dataset import EpisodeDataset
 from envs.procgen import N_ACTIONS
-from lapo.benchmark import (METHODS, OPTIONAL, TRAINED, BenchmarkConfig, GameRun, aggregate, cell_path, cells_of, paper_preset,
-                            run_benchmark)
+from lapo.benchmark import (METHODS, OPTIONAL, TRAINED, BenchmarkConfig, GameRun, aggregate, cell_path, cells_of,
+                            finetune_curves, paper_preset, run_benchmark)
 from lapo.decoder import ActionHeadConfig
 from lapo.lam import LAMConfig, LAMTrainConfig, LatentActionModel
 from lapo.policy import PolicyConfig, PolicyTrainConfig, random_shift
@@ -168,14 +168,22 @@ def test_rl_rows_fine_tune_ours_and_train_ppo_from_scratch(tmp_path):
     for name in ("agent", "scratch"):  # the PPO runs, trained to the frame budget
         curve = json.loads((cfg.run_dir / "coinrun" / "seed0" / "ppo" / name / "curve.json").read_text())
         assert [p["frames"] for p in curve] == [0, 64, 128]  # frame 0, every finetune_eval_every, the end
-        np.testing.assert_equal(results["finetune_curves"]["coinrun"][name],  # NaN where random = demonstrator
-                                [p["normalized_demonstrator"] for p in curve])
+        assert len(results["finetune_curves"]["coinrun"][name]) == 3
     assert rows["ours_finetune"]["k"] is None
     assert rows["ppo_scratch"]["normalized_procgen"] == pytest.approx((rows["ppo_scratch"]["mean_return"] - 5) / 5)
     c = results["finetune_curves"]["coinrun"]
     np.testing.assert_equal(c["agent_minus_scratch"], np.subtract(c["agent"], c["scratch"]))
     assert "R_max - R_min" in (cfg.run_dir / "results.md").read_text()
     assert "fine-tuning curves" in (cfg.run_dir / "results.md").read_text()
+    # the curves are normalized by the references given (the rows'), not by lapo.finetune's own draw
+    path = cfg.run_dir / "coinrun" / "seed0" / "ppo" / "agent" / "curve.json"
+    curve = json.loads(path.read_text())
+    for p, r in zip(curve, (3.0, 5.0, 7.0)):
+        p["mean_return"], p["normalized_demonstrator"] = r, -9.0
+    path.write_text(json.dumps(curve))
+    c = finetune_curves(cfg, {"coinrun": {"random": 3.0, "demonstrator": 7.0}})["coinrun"]
+    assert c["agent"] == pytest.approx([0.0, 0.5, 1.0])
+    assert finetune_curves(cfg, {}) == {}  # no references yet: no curves
 
 
 def test_a_setting_added_after_a_run_counts_as_its_default(clean_run):
