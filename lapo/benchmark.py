@@ -83,6 +83,8 @@ METHOD_NAMES = {"random": "random", "demonstrator": "demonstrator", "oracle_bc":
                 "ours_supervised": "ours + k labels inside LAM training (LAOM-style)",
                 "ours_finetune": "ours + PPO fine-tune", "ppo_scratch": "PPO from scratch"}
 SWEEP_FIELDS = ("games", "ks", "seeds", "methods", "ours", "run_dir", "threads", "report_only")  # may change between reruns
+RL_METHODS = ("ours_finetune", "ppo_scratch")
+RL_FIELDS = ("ppo", "finetune_k", "finetune_frames", "finetune_eval_every")  # read by the RL rows only
 
 
 @dataclass
@@ -472,6 +474,8 @@ METHODS = {"random": random_method, "demonstrator": demonstrator_method, "oracle
 
 def check_run_dir(cfg: BenchmarkConfig) -> None:
     """Record the non-sweep settings in ``run_dir/benchmark_config.json``, or check they match.
+    The RL rows' settings (``RL_FIELDS``) are checked only once the directory holds an RL cell;
+    before that, the stored ones are replaced by this call's.
 
     Raises:
         ValueError: the run directory holds cells made with other settings (names each differing value, nested ones as ``ppo.n_steps``).
@@ -482,8 +486,13 @@ def check_run_dir(cfg: BenchmarkConfig) -> None:
     path = Path(cfg.run_dir) / "benchmark_config.json"
     if path.is_file():
         # a setting added after the run was made counts as its default there
-        old = {**jsonable(BenchmarkConfig()), **json.loads(path.read_text())}
+        stored = json.loads(path.read_text())
+        old = {**jsonable(BenchmarkConfig()), **stored}
         diff = sorted(k for k in set(settings) if old.get(k) != settings.get(k))
+        if not any(p for m in RL_METHODS for p in Path(cfg.run_dir).glob(f"cells/*/{m}")):
+            if any(k in RL_FIELDS for k in diff):  # no RL cell made with the stored ones yet
+                atomic_write_text(path, json.dumps({**stored, **{k: settings[k] for k in RL_FIELDS}}, indent=2))
+            diff = [k for k in diff if k not in RL_FIELDS]
         if diff:
             def changed(k):  # only the differing entries of a nested setting (e.g. ppo.n_steps)
                 a, b = old.get(k), settings.get(k)

@@ -191,15 +191,26 @@ def test_a_setting_added_after_a_run_counts_as_its_default(clean_run):
     path = cfg.run_dir / "benchmark_config.json"
     stored = json.loads(path.read_text())
     path.write_text(json.dumps({k: v for k, v in stored.items() if k not in ("ppo", "finetune_frames")}))
+    rl_cell = cell_path(cfg.run_dir, "coinrun", "ppo_scratch", None, 0)
     try:
         run_benchmark(dataclasses.replace(cfg, report_only=True))  # accepted: the defaults match
+        with pytest.raises(ValueError, match=r"\(eval_episodes: 3 there, 5 now\)"):
+            run_benchmark(dataclasses.replace(cfg, eval_episodes=5, report_only=True))
+        # the RL rows' settings matter only once an RL cell exists: without one, new values replace
+        # the stored ones (an old run directory takes RL rows made with today's PPO values) ...
+        ppo = dataclasses.replace(cfg.ppo, n_steps=32)
+        run_benchmark(dataclasses.replace(cfg, ppo=ppo, report_only=True))
+        assert json.loads(path.read_text())["ppo"]["n_steps"] == 32 and "games" not in json.loads(path.read_text())
+        # ... with one, they must match (a nested setting: the error names the entry)
+        rl_cell.parent.mkdir(parents=True)
+        rl_cell.write_text("{}")
+        with pytest.raises(ValueError, match=r"\(ppo\.n_steps: 32 there, 64 now\)"):
+            run_benchmark(dataclasses.replace(cfg, report_only=True))
         with pytest.raises(ValueError, match="finetune_frames: 1000000 there, 5 now"):
-            run_benchmark(dataclasses.replace(cfg, finetune_frames=5, report_only=True))
-        ppo = dataclasses.replace(cfg.ppo, n_steps=32)  # a nested setting: the error names the entry
-        with pytest.raises(ValueError, match=r"\(ppo\.n_steps: 64 there, 32 now\)"):
-            run_benchmark(dataclasses.replace(cfg, ppo=ppo, report_only=True))
+            run_benchmark(dataclasses.replace(cfg, ppo=ppo, finetune_frames=5, report_only=True))
     finally:
         path.write_text(json.dumps(stored))
+        shutil.rmtree(rl_cell.parent.parent, ignore_errors=True)
 
 
 def test_quickstart_and_benchmark_share_the_frozen_k_label_budgets():
