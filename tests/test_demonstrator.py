@@ -111,3 +111,24 @@ def test_probe_recipes_train_with_their_values_in_their_own_run_directory():
     assert (paper.n_steps, paper.batch_size, paper.ent_coef) == (256, 2048, 0.01)
     assert {k: getattr(lapo, k) for k in LAPO_STAGE3} == LAPO_STAGE3
     assert paper.run_dir == Path("r/expert_ninja") and lapo.run_dir == Path("r/expert_ninja_lapo-stage3")
+
+
+def test_probe_evaluates_at_each_step_count_of_one_run(tmp_path, monkeypatch):
+    import dataclasses
+
+    import scripts.probe_games as probe
+    def tiny(cfg, game):  # the probe's run, at a test's size
+        return dataclasses.replace(probe_run_config_orig(cfg, game), num_envs=4, n_steps=16, batch_size=32,
+                                   n_epochs=1, save_every=64)
+
+    probe_run_config_orig = probe.probe_run_config
+    monkeypatch.setattr(probe, "probe_run_config", tiny)
+    cfg = probe.ProbeConfig(games=["coinrun"], steps=(128, 64), runs=tmp_path, episodes=2, out=tmp_path / "p.json")
+    rows = probe.main(cfg)
+    assert [r["env_steps"] for r in rows] == [64, 128]  # ascending, one run trained on between them
+    assert rows[0]["random_return"] == rows[1]["random_return"]  # random evaluated once per game
+    again = probe.main(dataclasses.replace(cfg, steps=(64, 128)))  # the run is past both: evaluated once
+    assert [r["env_steps"] for r in again] == [128]
+    assert (tmp_path / "expert_coinrun" / "ppo_checkpoint.zip").is_file()
+    with pytest.raises(ValueError, match="steps"):
+        probe.ProbeConfig(games=["coinrun"], steps=())
