@@ -87,7 +87,8 @@ def main(cfg: ProbeConfig) -> list[dict]:
             evaluated = model.num_timesteps
             train_returns = [ep["r"] for ep in model.ep_info_buffer]
             pol = evaluate(Demonstrator.from_sb3(model, tcfg).act, game, cfg.episodes, desc=f"{game} policy")
-            rnd = rnd or evaluate(random_act(model.action_space), game, cfg.episodes, desc=f"{game} random")
+            if rnd is None:  # once per game: the same levels at every step count
+                rnd = evaluate(random_act(model.action_space), game, cfg.episodes, desc=f"{game} random")
             m = margin(pol.mean, rnd.mean, game)
             rows.append({"game": game, "recipe": cfg.recipe, "env_steps": int(model.num_timesteps),
                          "policy_return": pol.mean, "policy_ci95": list(pol.ci95), "random_return": rnd.mean,

@@ -117,6 +117,7 @@ def test_probe_evaluates_at_each_step_count_of_one_run(tmp_path, monkeypatch):
     import dataclasses
 
     import scripts.probe_games as probe
+
     def tiny(cfg, game):  # the probe's run, at a test's size
         return dataclasses.replace(probe_run_config_orig(cfg, game), num_envs=4, n_steps=16, batch_size=32,
                                    n_epochs=1, save_every=64)
