@@ -83,7 +83,7 @@ METHOD_NAMES = {"random": "random", "demonstrator": "demonstrator", "oracle_bc":
                 "ours_supervised": "ours + k labels inside LAM training (LAOM-style)",
                 "ours_finetune": "ours + PPO fine-tune", "ppo_scratch": "PPO from scratch"}
 SWEEP_FIELDS = ("games", "ks", "seeds", "methods", "ours", "run_dir", "threads", "report_only")  # may change between reruns
-RL_METHODS = ("ours_finetune", "ppo_scratch")
+RL_METHODS = ("ours_finetune", "ppo_scratch")  # the PPO rows, runs "agent" and "scratch" of lapo.finetune
 RL_FIELDS = ("ppo", "finetune_k", "finetune_frames", "finetune_eval_every")  # read by the RL rows only
 
 
@@ -629,7 +629,7 @@ def finetune_curves(cfg: BenchmarkConfig, refs: dict) -> dict:
     for game in (g for g in cfg.games if g in refs):
         ref = refs[game]
         curves = {}  # run -> seed -> {frames: normalized}
-        for method, name in (("ours_finetune", "agent"), ("ppo_scratch", "scratch")):
+        for method, name in zip(RL_METHODS, ("agent", "scratch")):
             for seed in cfg.seeds:
                 path = Path(cfg.run_dir) / game / f"seed{seed}" / "ppo" / name / "curve.json"
                 if method in cfg.methods and path.is_file():
@@ -739,7 +739,7 @@ def plot_results(results: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), squeeze=False)
     colors = {"bc": "tab:blue", "idm": "tab:orange", "ours": "tab:green", "oracle_bc": "tab:purple"}
     for ax, panel in zip(axes[0], panels):
-        for method in ("oracle_bc", "ours_finetune", "ppo_scratch") + K_METHODS:
+        for method in ("oracle_bc",) + RL_METHODS + K_METHODS:
             if panel == "average":
                 pts = sorted((a["k"], a["normalized_return"], None, None) for a in results["average_over_games"]
                              if a["method"] == method and a["k"] is not None)
