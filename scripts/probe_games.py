@@ -7,7 +7,7 @@ For each game it trains (or resumes) the demonstrator run ``runs/expert_<game>``
 ``lapo train-expert`` (same config, reward normalization on) up to each of ``--steps`` env steps in
 turn, and evaluates the policy there and a uniform-random one on the same unseen levels. ``--recipe lapo-stage3``
 trains with LAPO's stage-3 rollout length, minibatches and entropy instead (``LAPO_STAGE3``; runs in
-``runs/expert_<game>_lapo-stage3``). The column that decides is
+``runs/expert_<game>_lapo-stage3``), ``lapo-stage3-ent0.01`` with those but the Procgen entropy bonus. The column that decides is
 the *margin*: ``(R_policy - R_random) / (R_max - R_min)`` with Procgen's easy-mode constants
 (Cobbe et al. 2020); a demonstrator ships at a margin >= 0.4. The probe runs are ordinary resumable
 demonstrator runs, so a chosen game continues with ``lapo train-expert --env-name <game>
@@ -29,6 +29,9 @@ from envs.io import atomic_write_text
 from envs.procgen import EASY_RETURN_RANGE, check_game
 from lapo.evaluate import evaluate, random_act
 
+RECIPES = {"procgen": {}, "lapo-stage3": LAPO_STAGE3, "lapo-stage3-ent0.01": {**LAPO_STAGE3, "ent_coef": 0.01}}
+"""PPO values that depart from the demonstrators' (``envs.demonstrator.PPOConfig``), per ``--recipe``."""
+
 SHIP_MARGIN = 0.4
 """A demonstrator ships when it beats random by this fraction of the game's easy-mode range."""
 
@@ -43,10 +46,11 @@ def margin(policy_return: float, random_return: float, env_name: str) -> float:
 class ProbeConfig:
     games: list[str] = field(default_factory=lambda: ["maze", "heist", "jumper", "fruitbot"])
     """Candidate Procgen games."""
-    recipe: Literal["procgen", "lapo-stage3"] = "procgen"
-    """PPO values: ``procgen`` = the demonstrators' (Procgen paper: 256-step rollouts, 8 × 2048
-    minibatches, entropy 0.01); ``lapo-stage3`` = those with ``LAPO_STAGE3`` (64 steps, 8 × 512,
-    entropy 0.0025), the values of ``lapo finetune``."""
+    recipe: Literal["procgen", "lapo-stage3", "lapo-stage3-ent0.01"] = "procgen"
+    """PPO values (:data:`RECIPES`): ``procgen`` = the demonstrators' (Procgen paper: 256-step rollouts,
+    8 × 2048 minibatches, entropy 0.01); ``lapo-stage3`` = those with ``LAPO_STAGE3`` (64 steps,
+    8 × 512, entropy 0.0025), the values of ``lapo finetune``; ``lapo-stage3-ent0.01`` = LAPO's
+    rollouts and minibatches with the Procgen entropy bonus 0.01."""
     steps: tuple[int, ...] = (300_000,)
     """Env steps per game at which to evaluate, training up to each in turn (a learning curve); a
     run already past a step count is evaluated once where it stands."""
@@ -71,9 +75,8 @@ class ProbeConfig:
 def probe_run_config(cfg: ProbeConfig, game: str) -> TrainExpertConfig:
     """The demonstrator run that probes ``game``: ``cfg.recipe``'s PPO values, its own run directory."""
     run_dir = cfg.runs / (f"expert_{game}" if cfg.recipe == "procgen" else f"expert_{game}_{cfg.recipe}")
-    values = LAPO_STAGE3 if cfg.recipe == "lapo-stage3" else {}
     return replace(TrainExpertConfig(), env_name=game, total_timesteps=cfg.steps[-1], run_dir=run_dir,
-                   out=run_dir / "demonstrator", threads=cfg.threads, **values)
+                   out=run_dir / "demonstrator", threads=cfg.threads, **RECIPES[cfg.recipe])
 
 
 def main(cfg: ProbeConfig) -> list[dict]:

@@ -111,6 +111,9 @@ def test_probe_recipes_train_with_their_values_in_their_own_run_directory():
     assert (paper.n_steps, paper.batch_size, paper.ent_coef) == (256, 2048, 0.01)
     assert {k: getattr(lapo, k) for k in LAPO_STAGE3} == LAPO_STAGE3
     assert paper.run_dir == Path("r/expert_ninja") and lapo.run_dir == Path("r/expert_ninja_lapo-stage3")
+    ent = probe_run_config(ProbeConfig(games=["ninja"], runs=Path("r"), recipe="lapo-stage3-ent0.01"), "ninja")
+    assert (ent.n_steps, ent.batch_size, ent.ent_coef) == (64, 512, 0.01)
+    assert ent.run_dir == Path("r/expert_ninja_lapo-stage3-ent0.01")
 
 
 def test_probe_evaluates_at_each_step_count_of_one_run(tmp_path, monkeypatch):
