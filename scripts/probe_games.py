@@ -7,8 +7,8 @@ For each game it trains (or resumes) the demonstrator run ``runs/expert_<game>``
 ``lapo train-expert`` (same config, reward normalization on) up to each of ``--steps`` env steps in
 turn, and evaluates the policy there and a uniform-random one on the same unseen levels. ``--recipe lapo-stage3``
 trains with LAPO's stage-3 rollout length, minibatches and entropy instead (``LAPO_STAGE3``; runs in
-``runs/expert_<game>_lapo-stage3``), ``lapo-stage3-ent0.01`` with those but the Procgen entropy bonus. The column that decides is
-the *margin*: ``(R_policy - R_random) / (R_max - R_min)`` with Procgen's easy-mode constants
+``runs/expert_<game>_lapo-stage3``), ``lapo-stage3-ent0.01`` with those but the Procgen entropy
+bonus. The column that decides is the *margin*: ``(R_policy - R_random) / (R_max - R_min)`` with Procgen's easy-mode constants
 (Cobbe et al. 2020); a demonstrator ships at a margin >= 0.4. The probe runs are ordinary resumable
 demonstrator runs, so a chosen game continues with ``lapo train-expert --env-name <game>
 --total-timesteps N --run-dir runs/expert_<game>``. Prints a table and writes JSON (``--out``).
