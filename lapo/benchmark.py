@@ -147,7 +147,9 @@ class BenchmarkConfig:
     """torch CPU threads (0 = torch's default, all cores)."""
     report_only: bool = False
     """Run nothing: aggregate the sweep's finished cells (e.g. written by per-game runs side by
-    side) and list the missing ones."""
+    side) and list the missing ones. Either way the table holds every method's finished cells of
+    ``games`` × ``ks`` × ``seeds`` in ``run_dir``; ``methods`` only chooses what runs (and what counts
+    as missing)."""
 
     def __post_init__(self):
         self.games, self.ks, self.seeds, self.methods = (tuple(self.games), tuple(self.ks), tuple(self.seeds),
@@ -537,11 +539,14 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
             atomic_write_text(cell_path(run, game, method, k, seed), json.dumps(cell))
             print(f"  {game} {method} k={k} seed={seed}: return {cell['mean_return']:.2f} "
                   f"({cell['train_seconds']:.0f} s train, {cell['eval_seconds']:.0f} s eval)")
-    paths = [cell_path(run, g, *c) for g in cfg.games for c in cells_of(cfg, g)]
-    missing = [str(p.relative_to(run)) for p in paths if not p.is_file()]
+    # the table reports every method's finished cells, not only the methods this call ran
+    everything = dataclasses.replace(cfg, methods=TRAINED + OPTIONAL)
+    missing = [str(p.relative_to(run)) for g in cfg.games for c in cells_of(cfg, g)
+               if not (p := cell_path(run, g, *c)).is_file()]
+    paths = [cell_path(run, g, *c) for g in cfg.games for c in cells_of(everything, g)]
     cells = [json.loads(p.read_text()) for p in paths if p.is_file()]
     results = aggregate(cells, cfg)
-    results["finetune_curves"] = finetune_curves(cfg, results["references"])
+    results["finetune_curves"] = finetune_curves(everything, results["references"])
     results["missing_cells"] = missing
     results["wall_seconds_this_call"] = round(time.perf_counter() - t_start, 1)
     results["hardware"] = hardware()

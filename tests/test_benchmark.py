@@ -87,6 +87,10 @@ def test_rerun_resumes_and_a_new_k_adds_only_its_cells(clean_run):
     assert sorted(report["missing_cells"]) == [f"cells/coinrun/{m}/k32/seed0.json"
                                                  for m in ("bc", "idm", "ours", "ours_supervised")]
     assert not cell_path(cfg.run_dir, "coinrun", "ours", 32, 0).exists()
+    # a report naming one method still holds every finished row (it replaces results.md)
+    subset = run_benchmark(dataclasses.replace(more, methods=("bc",), report_only=True))
+    assert {(r["method"], r["k"]) for r in subset["rows"]} == {(r["method"], r["k"]) for r in again["rows"]}
+    assert subset["missing_cells"] == []
 
 
 def test_results_hold_every_method_on_the_same_levels(clean_run):
