@@ -14,7 +14,7 @@ import torch
 from envs.dataset import EpisodeDataset
 from envs.procgen import N_ACTIONS
 from lapo.benchmark import (METHODS, OPTIONAL, TRAINED, BenchmarkConfig, GameRun, aggregate, cell_path, cells_of,
-                            finetune_curves, paper_preset, run_benchmark)
+                            finetune_curves, paper_preset, run_benchmark, targets)
 from lapo.decoder import ActionHeadConfig
 from lapo.lam import LAMConfig, LAMTrainConfig, LatentActionModel
 from lapo.policy import PolicyConfig, PolicyTrainConfig, random_shift
@@ -158,6 +158,26 @@ def test_labeled_subset_draws_from_the_pool_only(encoded_dataset):
         ds.labeled_subset(1, pool=np.array([4]))  # the last frame of episode 0 is no transition
     with pytest.raises(ValueError, match="k=7"):
         ds.labeled_subset(7, pool=pool)
+
+
+def test_targets_pair_episodes_on_the_same_levels_and_flag_a_game_worse_beyond_its_ci():
+    def cell(returns):
+        return [{"seed": 0, "returns": returns}]
+
+    by_key = {("a", "ours", 64): cell([2, 2, 2, 2]), ("a", "bc", 64): cell([0, 0, 0, 0]),
+              ("b", "ours", 64): cell([0, 0, 0, 0]), ("b", "bc", 64): cell([1, 1, 2, 1]),
+              ("a", "ours", 16): cell([0, 0, 0, 0]), ("a", "bc", 16): cell([2, 2, 2, 2])}
+    refs = {"a": {"random": 0.0, "demonstrator": 2.0}, "b": {"random": 0.0, "demonstrator": 4.0}}
+    t = targets(by_key, refs, [{"method": "ours", "k": 256, "normalized_return": 0.9}])
+    assert t["ours_k256_at_least_0.8"] and t["games"] == ["a", "b"]
+    assert set(t["paired_differences"]) == {"k64_ours_minus_bc"}  # k < 64 and absent baselines are not targets
+    d = t["paired_differences"]["k64_ours_minus_bc"]
+    assert d["per_game"]["a"]["mean"] == pytest.approx(1.0) and d["per_game"]["b"]["mean"] == pytest.approx(-0.3125)
+    assert d["mean"] == pytest.approx((1.0 - 0.3125) / 2) and d["above"]  # the average over games is above ...
+    assert d["per_game"]["b"]["worse_beyond_ci"] and not d["per_game"]["a"]["worse_beyond_ci"]
+    assert not t["ours_above_bc_and_idm_at_every_k_ge_64"]  # ... but game b is worse beyond its CI
+    by_key[("b", "ours", 64)] = cell([1, 2, 2, 1])
+    assert targets(by_key, refs, [])["ours_above_bc_and_idm_at_every_k_ge_64"]
 
 
 def test_rl_rows_fine_tune_ours_and_train_ppo_from_scratch(tmp_path):
