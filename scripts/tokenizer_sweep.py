@@ -39,6 +39,9 @@ VARIANTS: dict[str, tuple[dict, dict]] = {
     "grid16": ({"widths": (32, 96)}, {}),  # 16×16 tokens (Genie's patch 4)
     "lr3e-3": ({}, {"lr": 3e-3}),
     "batch128": ({}, {"batch_size": 128, "lr": 2e-3}),
+    # Genie's ST-ViViT instead of the conv tokenizer (STViViTConfig defaults: patch 8 -> the same 8×8
+    # grid and 625 codes, width 128, 4 + 4 ST blocks, 4-frame causal clips; 32 frames per step = 8 clips)
+    "st-vivit": ({"arch": "st-vivit"}, {}),
 }
 
 
@@ -70,13 +73,14 @@ class Args:
 
 def configs(name: str, steps: int, eval_every: int, device: str, threads: int):
     """``(TokenizerConfig, TokenizerTrainConfig)`` of a variant."""
-    from worldmodel.tokenizer import TokenizerConfig, TokenizerTrainConfig
+    from worldmodel.tokenizer import STViViTConfig, TokenizerConfig, TokenizerTrainConfig
 
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
-    model_kw, train_kw = VARIANTS[name]
+    model_kw, train_kw = dict(VARIANTS[name][0]), VARIANTS[name][1]
     train_kw = {"steps": steps, **train_kw}
-    return (TokenizerConfig(**model_kw),
+    model_class = STViViTConfig if model_kw.pop("arch", "conv") == "st-vivit" else TokenizerConfig
+    return (model_class(**model_kw),
             TokenizerTrainConfig(eval_every=eval_every, device=device, threads=threads, precision="fp32", **train_kw))
 
 
@@ -86,10 +90,11 @@ def seconds_per_step(model_cfg, train_cfg, frames, n: int, warmup: int = 3) -> f
     import torch
 
     from lapo.training import build_device
-    from worldmodel.tokenizer import Tokenizer
+    from worldmodel.tokenizer import build_tokenizer
 
     device = build_device(train_cfg)
-    tok = Tokenizer(model_cfg).to(device)
+    tok = build_tokenizer(model_cfg).to(device)
+    T = getattr(model_cfg, "clip_frames", 1)  # clips of T consecutive frames (episode ends ignored: timing only)
     opt = torch.optim.AdamW(tok.parameters(), lr=train_cfg.lr)
     rng = np.random.default_rng(0)
     t0 = 0.0
@@ -98,8 +103,11 @@ def seconds_per_step(model_cfg, train_cfg, frames, n: int, warmup: int = 3) -> f
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-        idx = np.sort(rng.choice(len(frames), train_cfg.batch_size, replace=False))
-        _, loss, _ = tok(torch.from_numpy(frames[idx]).to(device))
+        if T > 1:
+            idx = rng.choice(len(frames) - T, train_cfg.batch_size // T, replace=False)[:, None] + np.arange(T)
+        else:
+            idx = np.sort(rng.choice(len(frames), train_cfg.batch_size, replace=False))
+        _, loss, _ = tok(torch.from_numpy(np.asarray(frames[idx])).to(device))
         opt.zero_grad()
         loss.backward()
         opt.step()

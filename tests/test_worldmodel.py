@@ -19,7 +19,8 @@ from worldmodel.dynamics import Dynamics, DynamicsConfig, DynamicsTrainConfig, c
 from worldmodel.model import WorldModel, load_prompt
 from worldmodel.pipeline import PRESETS, WorldModelConfig, train_world_model
 from worldmodel.st import STTransformer
-from worldmodel.tokenizer import Tokenizer, TokenizerConfig, TokenizerTrainConfig, psnr, ssim
+from worldmodel.tokenizer import (STViViTConfig, STViViTTokenizer, Tokenizer, TokenizerConfig, TokenizerTrainConfig,
+                                  psnr, reconstruction_metrics, ssim, train_tokenizer)
 
 TINY_TOK = TokenizerConfig(widths=(8, 16, 16), code_dims=2, levels=5)
 
@@ -57,6 +58,38 @@ def test_tokenizer_shapes_metrics_and_exact_roundtrip(tmp_path):
     assert torch.equal(tok.fsq(tok.code_vectors)[1][:, 0], torch.arange(25))
     with pytest.raises(ValueError, match=r"\(B, 64, 64, 3\)"):
         tok.encode(torch.zeros(1, 32, 32, 3, dtype=torch.uint8))
+
+
+def test_st_vivit_tokenizer_is_causal_round_trips_and_learns(square_dataset, tmp_path):
+    """Genie's ST-ViViT tokenizer (the comparison variant): a frame's codes and reconstruction do
+    not depend on later frames, save/load is exact, and training on clips lifts held-out PSNR."""
+    from envs.dataset import EpisodeDataset
+    from worldmodel.tokenizer import frame_split
+
+    torch.manual_seed(0)
+    cfg = STViViTConfig(patch=8, dim=32, depth=1, heads=2, clip_frames=3, code_dims=2, levels=5)
+    tok = STViViTTokenizer(cfg).eval()
+    clips = torch.randint(0, 256, (2, 3, 64, 64, 3), dtype=torch.uint8)
+    codes = tok.encode(clips)
+    assert codes.shape == (2, 3, 8, 8) and int(codes.max()) < 25 and tok.decode(codes).shape == (2, 3, 3, 64, 64)
+    assert tok.encode(clips[:, 0]).shape == (2, 8, 8) and tok.decode(codes[:, 0]).shape == (2, 3, 64, 64)
+    later = clips.clone()
+    later[:, 2] = 255 - later[:, 2]
+    assert torch.equal(tok.encode(later)[:, :2], codes[:, :2]) and not torch.equal(tok.encode(later)[:, 2], codes[:, 2])
+    tok.save_pretrained(tmp_path / "vivit")
+    loaded = STViViTTokenizer.from_pretrained(tmp_path / "vivit")
+    torch.testing.assert_close(loaded.decode(loaded.encode(clips)), tok.decode(codes), rtol=0, atol=0)
+    with pytest.raises(ValueError, match=r"T <= 3"):
+        tok.encode(torch.zeros(1, 4, 64, 64, 3, dtype=torch.uint8))
+    # training on clips of the moving-square video: held-out PSNR (each frame after its 2 predecessors) rises
+    ds = EpisodeDataset(square_dataset)
+    val_f = frame_split(ds, 0.05, 0)[1][:64]
+    clips_val = np.maximum(val_f[:, None] + np.arange(-2, 1), ds.episode_starts[ds.episode_index[val_f]][:, None])
+    before = reconstruction_metrics(tok, ds.frames, clips_MT=clips_val)["psnr"]
+    _, after = train_tokenizer(square_dataset, tmp_path / "trained", cfg, TokenizerTrainConfig(
+        steps=60, batch_size=24, lr=3e-3, warmup=5, eval_every=60, val_frames=64, threads=1))
+    print("st-vivit psnr before/after", before, after["psnr"])
+    assert after["psnr"] > before + 5, (before, after)
 
 
 def test_psnr_and_ssim_reference_values():
@@ -312,3 +345,10 @@ def test_tokenizer_sweep_records_a_curve_and_reports_it(square_dataset, tmp_path
     assert row["cpu_minutes_for_steps"] == pytest.approx(4 * 0.5 / 60)
     with pytest.raises(ValueError, match="unknown variant 'nope'"):
         configs("nope", 4, 2, "cpu", 1)
+    m, _ = configs("st-vivit", 4, 2, "cpu", 1)  # Genie's tokenizer: the conv preset's grid and codes
+    assert isinstance(m, STViViTConfig) and (m.grid, m.num_codes) == (8, 625)
+    from envs.dataset import EpisodeDataset
+    from scripts.tokenizer_sweep import seconds_per_step
+
+    tiny = STViViTConfig(dim=32, depth=1, heads=2, clip_frames=3, code_dims=2)  # timed on clips of 3 frames
+    assert seconds_per_step(tiny, TokenizerTrainConfig(batch_size=6), EpisodeDataset(square_dataset).frames, 1) > 0

@@ -146,6 +146,132 @@ class Tokenizer(Pretrained, nn.Module):
         return recon, loss, {"perplexity": ppl, "psnr": psnr(recon.detach().float().clamp(0, 1), target).mean()}
 
 
+@dataclass
+class STViViTConfig:
+    """Genie's video tokenizer (arXiv 2402.15391, §2.1 and App. C.1: ST-ViViT): frames cut into
+    patches, an ST-transformer encoder (spatial attention within a frame, causal temporal attention
+    across the clip's frames), FSQ per token, and an ST-transformer decoder back to patches. Built
+    to decide the issue's "ST-ViViT or per-frame conv tokenizer on a CPU" by measurement
+    (``scripts/tokenizer_sweep --variants st-vivit``, README); the world model uses the conv
+    :class:`Tokenizer`."""
+
+    image_size: int = 64
+    """H = W of the frames, pixels."""
+    patch: int = 8
+    """Patch side, pixels (Genie: 4); the token grid is ``image_size / patch``."""
+    dim: int = 128
+    """Transformer width."""
+    depth: int = 4
+    """ST blocks of the encoder, and of the decoder."""
+    heads: int = 4
+    clip_frames: int = 4
+    """T, frames per training clip (causal: a frame's tokens depend on it and the earlier frames)."""
+    code_dims: int = 4
+    """E, FSQ dims per token."""
+    levels: int = 5
+    """FSQ levels per dim (odd); K = levels ** code_dims codes."""
+
+    def __post_init__(self):
+        if self.image_size % self.patch:
+            raise ValueError(f"image_size {self.image_size} must be divisible by patch {self.patch}")
+        if self.levels < 3 or self.levels % 2 == 0:
+            raise ValueError(f"levels {self.levels} must be odd and >= 3 (FSQ rounds symmetric around 0)")
+        if self.clip_frames < 1:
+            raise ValueError(f"clip_frames must be >= 1, got {self.clip_frames}")
+
+    @property
+    def grid(self) -> int:
+        """h = w, tokens per side."""
+        return self.image_size // self.patch
+
+    @property
+    def num_codes(self) -> int:
+        """K, the vocabulary size."""
+        return self.levels ** self.code_dims
+
+
+class STViViTTokenizer(Pretrained, nn.Module):
+    """Clips ↔ token grids with :class:`STViViTConfig`. ``encode`` uint8 ``(B, T, H, W, C)`` → codes
+    ``(B, T, h, w)`` int64 (a ``(B, H, W, C)`` batch is read as one-frame clips: ``(B, h, w)``);
+    ``decode`` the inverse, float in [0, 1] ``(B, T, 3, H, W)`` (or ``(B, 3, H, W)``);
+    ``forward(clips)`` → ``(recon, loss, stats)`` as :class:`Tokenizer`'s. Saved as kind
+    ``wm_st_vivit_tokenizer``.
+
+    Raises:
+        ValueError: frames of another size than ``image_size``, or clips longer than ``clip_frames``.
+    """
+
+    kind = "wm_st_vivit_tokenizer"
+    config_class = STViViTConfig
+
+    def __init__(self, cfg: STViViTConfig):
+        super().__init__()
+        from worldmodel.st import STTransformer
+
+        self.cfg = cfg
+        pixels, tokens = cfg.patch * cfg.patch * 3, cfg.grid ** 2
+        self.embed, self.to_code = nn.Linear(pixels, cfg.dim), nn.Linear(cfg.dim, cfg.code_dims)
+        self.encoder = STTransformer(cfg.dim, cfg.depth, cfg.heads, tokens, cfg.clip_frames)
+        self.from_code, self.to_pixels = nn.Linear(cfg.code_dims, cfg.dim), nn.Linear(cfg.dim, pixels)
+        self.decoder = STTransformer(cfg.dim, cfg.depth, cfg.heads, tokens, cfg.clip_frames)
+        self.fsq = FSQ(cfg.code_dims, cfg.levels, groups=1)
+        half = (cfg.levels - 1) / 2
+        digits = (torch.arange(cfg.num_codes)[:, None] // cfg.levels ** torch.arange(cfg.code_dims)) % cfg.levels
+        self.register_buffer("code_vectors", (digits.float() - half) / half, persistent=False)
+
+    def _clips(self, frames: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, C)`` or ``(B, T, H, W, C)`` uint8 → ``(B, T, H, W, C)``, checked."""
+        clips = frames[:, None] if frames.dim() == 4 else frames
+        S = self.cfg.image_size
+        if clips.dim() != 5 or tuple(clips.shape[2:]) != (S, S, 3) or clips.shape[1] > self.cfg.clip_frames:
+            raise ValueError(f"the tokenizer takes (B, T <= {self.cfg.clip_frames}, {S}, {S}, 3) uint8 clips "
+                             f"or (B, {S}, {S}, 3) frames, got {tuple(frames.shape)}")
+        return clips
+
+    def quantize(self, clips_BTHWC: torch.Tensor):
+        """uint8 clips → (z_q (B, T, N, E) float, codes (B, T, h, w) int64, perplexity)."""
+        B, T, H, W, C = clips_BTHWC.shape
+        p, g = self.cfg.patch, self.cfg.grid
+        x = clips_BTHWC.float().div(255.0).view(B, T, g, p, g, p, C).permute(0, 1, 2, 4, 3, 5, 6)
+        z = self.fsq.bound(self.to_code(self.encoder(self.embed(x.reshape(B, T, g * g, p * p * C)))))
+        E = z.shape[-1]
+        z_q, codes, _, stats = self.fsq(z.reshape(-1, E).float())
+        return z_q.view(B, T, g * g, E), codes.view(B, T, g, g), stats["perplexity"]
+
+    def _pixels(self, z_BTNE: torch.Tensor) -> torch.Tensor:
+        """Quantized token vectors → frames float ``(B, T, 3, H, W)`` (not clamped)."""
+        B, T = z_BTNE.shape[:2]
+        p, g = self.cfg.patch, self.cfg.grid
+        y = self.to_pixels(self.decoder(self.from_code(z_BTNE))).view(B, T, g, g, p, p, 3)
+        return y.permute(0, 1, 6, 2, 4, 3, 5).reshape(B, T, 3, g * p, g * p)
+
+    @torch.no_grad()
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        codes = self.quantize(self._clips(frames))[1]
+        return codes[:, 0] if frames.dim() == 4 else codes
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        clips = codes[:, None] if codes.dim() == 3 else codes  # (B, T, h, w)
+        B, T = clips.shape[:2]
+        out = self._pixels(self.code_vectors[clips].view(B, T, -1, self.cfg.code_dims)).clamp(0, 1)
+        return out[:, 0] if codes.dim() == 3 else out
+
+    def forward(self, frames: torch.Tensor):
+        """Reconstruction loss of a batch of clips: ``(recon (B, T, 3, H, W), loss (), stats)``."""
+        clips = self._clips(frames)
+        z_q, _, ppl = self.quantize(clips)
+        recon = self._pixels(z_q)
+        target = clips.permute(0, 1, 4, 2, 3).float() / 255.0
+        loss = F.mse_loss(recon.float(), target)
+        return recon, loss, {"perplexity": ppl, "psnr": psnr(recon.detach().flatten(0, 1).clamp(0, 1),
+                                                            target.flatten(0, 1)).mean()}
+
+
+def build_tokenizer(cfg: TokenizerConfig | STViViTConfig) -> nn.Module:
+    """The tokenizer a config describes: :class:`Tokenizer` or :class:`STViViTTokenizer`."""
+    return STViViTTokenizer(cfg) if isinstance(cfg, STViViTConfig) else Tokenizer(cfg)
+
+
 def psnr(pred_BCHW: torch.Tensor, target_BCHW: torch.Tensor) -> torch.Tensor:
     """Peak signal-to-noise ratio per image, dB, for float images in [0, 1]: ``(B,)``."""
     mse = ((pred_BCHW.float() - target_BCHW.float()) ** 2).flatten(1).mean(1)
@@ -172,17 +298,26 @@ def ssim(pred_BCHW: torch.Tensor, target_BCHW: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruction_metrics(tok: Tokenizer, frames_NHWC: np.ndarray, batch_size: int = 256) -> dict[str, float]:
+def reconstruction_metrics(tok: Tokenizer, frames_NHWC: np.ndarray, batch_size: int = 256,
+                           clips_MT: np.ndarray | None = None) -> dict[str, float]:
     """Held-out reconstruction quality and codebook usage of ``frames_NHWC`` (uint8, numpy or memmap):
     mean ``psnr`` (dB), mean ``ssim``, code ``perplexity`` (exp of the entropy of the code histogram
-    over all tokens; K at uniform use), ``codes_used`` and ``dead_codes`` (codes never used, of K)."""
+    over all tokens; K at uniform use), ``codes_used`` and ``dead_codes`` (codes never used, of K).
+    With ``clips_MT`` (frame indices ``(M, T)``, for :class:`STViViTTokenizer`) each clip is encoded
+    and decoded whole and its last frame is scored (M frames, each with its T − 1 predecessors)."""
     tok.eval()
     device = next(tok.parameters()).device
     ps, ss, counts = [], [], torch.zeros(tok.cfg.num_codes, dtype=torch.long)
-    for i in range(0, len(frames_NHWC), batch_size):
-        frames = torch.from_numpy(np.asarray(frames_NHWC[i:i + batch_size])).to(device)
-        codes = tok.encode(frames)
-        recon = tok.decode(codes)
+    n = len(frames_NHWC) if clips_MT is None else len(clips_MT)
+    for i in range(0, n, batch_size):
+        if clips_MT is None:
+            frames = torch.from_numpy(np.asarray(frames_NHWC[i:i + batch_size])).to(device)
+            codes = tok.encode(frames)
+            recon = tok.decode(codes)
+        else:
+            clips = torch.from_numpy(np.asarray(frames_NHWC[clips_MT[i:i + batch_size]])).to(device)
+            codes = tok.encode(clips)
+            recon, codes, frames = tok.decode(codes)[:, -1], codes[:, -1], clips[:, -1]
         target = to_float(frames[:, None])
         ps.append(psnr(recon, target).cpu())
         ss.append(ssim(recon, target).cpu())
@@ -218,7 +353,7 @@ def frame_split(ds, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndar
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-def train_tokenizer(dataset_dir, out_dir, model_cfg: TokenizerConfig | None = None,
+def train_tokenizer(dataset_dir, out_dir, model_cfg: TokenizerConfig | STViViTConfig | None = None,
                     train_cfg: TokenizerTrainConfig | None = None, log_dir=None) -> tuple[Tokenizer, dict]:
     """Train a :class:`Tokenizer` on a dataset's frames (frames only) and save it to ``out_dir``.
     Resumable like every trainer (:func:`lapo.training.fit`). Returns ``(tokenizer, held-out metrics)``.
@@ -239,11 +374,22 @@ def train_tokenizer(dataset_dir, out_dir, model_cfg: TokenizerConfig | None = No
     device = build_device(train_cfg)
     train_f, val_f = frame_split(ds, train_cfg.val_fraction, train_cfg.seed)
     val_f = val_f[np.linspace(0, len(val_f) - 1, min(len(val_f), train_cfg.val_frames)).astype(int)]
-    tok = Tokenizer(model_cfg).to(device)
+    tok = build_tokenizer(model_cfg).to(device)
     record = run_record(model_cfg, train_cfg, dataset=ds.fingerprint())
     writer = summary_writer(log_dir)
+    T = getattr(model_cfg, "clip_frames", 1)  # an ST-ViViT trains on clips: batch_size // T clips of T frames
+    if T > 1:
+        from worldmodel.dynamics import clip_indices
+
+        train_f = clip_indices(ds, train_f, T - 1)  # (M, T), edge-padded at an episode's start
+        start = ds.episode_starts[ds.episode_index[val_f]]  # the same held-out frames as a conv tokenizer's,
+        val_clips = np.maximum(val_f[:, None] + np.arange(1 - T, 1), start[:, None])  # each after its T - 1 frames
+    evaluate = ((lambda m: reconstruction_metrics(m, ds.frames[val_f])) if T == 1 else
+                (lambda m: reconstruction_metrics(m, ds.frames, clips_MT=val_clips)))
 
     def make_batch(d):
+        if T > 1:
+            return torch.from_numpy(np.asarray(ds.frames[train_f[d.positions]])).to(device)
         idx = np.sort(train_f[d.positions])
         return torch.from_numpy(ds.frames[idx]).to(device)
 
@@ -252,10 +398,10 @@ def train_tokenizer(dataset_dir, out_dir, model_cfg: TokenizerConfig | None = No
         return loss, stats
 
     # --- loop ---
-    result = fit(tok, BatchSampler(len(train_f), train_cfg.batch_size, train_cfg.seed), make_batch, loss_fn,
-                 train_cfg, out_dir=out_dir, record=record, writer=writer, tag="tokenizer",
-                 evaluate=lambda m: reconstruction_metrics(m, ds.frames[val_f]), eval_every=train_cfg.eval_every)
-    if writer:
+    result = fit(tok, BatchSampler(len(train_f), max(1, train_cfg.batch_size // T), train_cfg.seed), make_batch,
+                 loss_fn, train_cfg, out_dir=out_dir, record=record, writer=writer, tag="tokenizer",
+                 evaluate=evaluate, eval_every=train_cfg.eval_every)
+    if writer and T == 1:
         frames = torch.from_numpy(np.asarray(ds.frames[val_f[:8]])).to(device)
         with torch.no_grad():  # top row: reconstructions of held-out frames; bottom row: the frames
             writer.add_images("val/tokenizer_reconstruction", torch.cat([tok.decode(tok.encode(frames)),
