@@ -12,7 +12,7 @@ SSIM and codebook usage every ``eval_every`` steps. With ``--budget-s`` the step
 what fits that many seconds at the rate measured on the first steps (for a lent GPU machine; the
 curve is then that of a shorter cosine schedule, recorded as ``steps``). ``--time-only`` measures
 seconds per training step of every variant on this machine (after warm-up; once per architecture
-and batch size), so that a curve measured
+and batch size) and its encode / decode frames per second (:func:`inference_fps`), so that a curve measured
 on a GPU converts to CPU training time: ``OUT/time_<threads>threads.json``. ``--report DIR`` prints a table
 of the runs in DIR (PSNR at 3,000 steps, the ``cpu`` preset's count, and at the end; CPU minutes
 for those steps at the ``--cpu-times`` rate) and writes it to ``OUT/report.{json,md}``.
@@ -116,6 +116,34 @@ def seconds_per_step(model_cfg, train_cfg, frames, n: int, warmup: int = 3) -> f
     return (time.perf_counter() - t0) / n
 
 
+def inference_fps(model_cfg, frames, n: int = 10) -> dict[str, float]:
+    """Frames per second of ``encode`` on batches of 256 frames (tokenizing a video) and of
+    ``decode`` at batch 1 (one generated frame; an ST-ViViT decodes its whole T-frame clip for it,
+    no cache), on this process's device and threads; random weights (the speed does not depend on
+    them)."""
+    import numpy as np
+    import torch
+
+    from worldmodel.tokenizer import build_tokenizer
+
+    tok = build_tokenizer(model_cfg).eval()
+    T = getattr(model_cfg, "clip_frames", 1)
+    batch = torch.from_numpy(np.array(frames[:256 // T * T]))  # a copy: memmaps are read-only
+    batch = batch.view(-1, T, *batch.shape[1:]) if T > 1 else batch
+    out = {}
+    with torch.no_grad():
+        codes = tok.encode(batch)
+        one = codes[:1]
+        for name, fn, per_call in (("encode_fps", lambda: tok.encode(batch), len(batch) * T),
+                                   ("decode_fps_batch1", lambda: tok.decode(one), 1)):
+            fn()
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            out[name] = per_call * n / (time.perf_counter() - t0)
+    return out
+
+
 def val_curve(log_dir: Path) -> list[dict]:
     """Held-out metrics logged by the trainer (tensorboard ``val/*``), one dict per evaluation."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -180,16 +208,20 @@ def main(args: Args) -> None:
     ds = EpisodeDataset(args.dataset)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.time_only:
-        out, measured = {}, {}  # variants that differ only in lr share one measurement
+        out, measured, speed = {}, {}, {}  # variants that differ only in lr share one measurement
         for name in args.variants:
             m, t = configs(name, args.steps, args.eval_every, args.device, args.threads)
             key = (json.dumps(dataclasses.asdict(m)), t.batch_size)
             if key not in measured:
                 measured[key] = seconds_per_step(m, t, ds.frames, args.time_steps)
             out[name] = measured[key]
-            print(f"{name:10s} {out[name]:.3f} s/step (batch {t.batch_size}, {m.num_codes} codes, grid {m.grid})")
+            speed[name] = inference_fps(m, ds.frames)
+            print(f"{name:10s} {out[name]:.3f} s/step (batch {t.batch_size}, {m.num_codes} codes, grid {m.grid}); "
+                  f"encode {speed[name]['encode_fps']:.0f} frames/s (batch 256), decode "
+                  f"{speed[name]['decode_fps_batch1']:.0f} frames/s (batch 1)")
         path = args.out / f"time_{args.threads}threads.json"
-        atomic_write_text(path, json.dumps({"threads": args.threads, "seconds_per_step": out}, indent=2))
+        atomic_write_text(path, json.dumps({"threads": args.threads, "seconds_per_step": out, "inference": speed},
+                                           indent=2))
         print(f"wrote {path}")
         return
     for name in args.variants:

@@ -348,7 +348,10 @@ def test_tokenizer_sweep_records_a_curve_and_reports_it(square_dataset, tmp_path
     m, _ = configs("st-vivit", 4, 2, "cpu", 1)  # Genie's tokenizer: the conv preset's grid and codes
     assert isinstance(m, STViViTConfig) and (m.grid, m.num_codes) == (8, 625)
     from envs.dataset import EpisodeDataset
-    from scripts.tokenizer_sweep import seconds_per_step
+    from scripts.tokenizer_sweep import inference_fps, seconds_per_step
 
-    tiny = STViViTConfig(dim=32, depth=1, heads=2, clip_frames=3, code_dims=2)  # timed on clips of 3 frames
-    assert seconds_per_step(tiny, TokenizerTrainConfig(batch_size=6), EpisodeDataset(square_dataset).frames, 1) > 0
+    tiny, frames = STViViTConfig(dim=32, depth=1, heads=2, clip_frames=3, code_dims=2), EpisodeDataset(square_dataset).frames
+    assert seconds_per_step(tiny, TokenizerTrainConfig(batch_size=6), frames, 1) > 0  # timed on clips of 3 frames
+    for cfg in (tiny, TINY_TOK):
+        fps = inference_fps(cfg, frames, n=1)
+        assert set(fps) == {"encode_fps", "decode_fps_batch1"} and min(fps.values()) > 0
