@@ -701,9 +701,10 @@ def targets(by_key: dict, refs: dict, average: list[dict]) -> dict:
     return {"ours_k256_average_normalized": ours256[0] if ours256 else None, "games": list(refs),
             "ours_k256_at_least_0.8": bool(ours256 and ours256[0] >= 0.8),
             "paired_differences": paired,
-            "ours_above_bc_and_idm_at_every_k_ge_64": bool(paired) and all(
-                d["above"] and not any(g["worse_beyond_ci"] for g in d["per_game"].values())
-                for d in paired.values())}
+            "ours_above_bc_and_idm_at_every_k_ge_64": bool(ks) and all(  # both baselines run at every k
+                (d := paired.get(f"k{k}_ours_minus_{base}")) is not None and d["above"]
+                and not any(g["worse_beyond_ci"] for g in d["per_game"].values())
+                for k in ks for base in ("bc", "idm"))}
 
 
 def format_results(results: dict) -> str:

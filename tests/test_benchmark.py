@@ -177,6 +177,8 @@ def test_targets_pair_episodes_on_the_same_levels_and_flag_a_game_worse_beyond_i
     assert d["per_game"]["b"]["worse_beyond_ci"] and not d["per_game"]["a"]["worse_beyond_ci"]
     assert not t["ours_above_bc_and_idm_at_every_k_ge_64"]  # ... but game b is worse beyond its CI
     by_key[("b", "ours", 64)] = cell([1, 2, 2, 1])
+    assert not targets(by_key, refs, [])["ours_above_bc_and_idm_at_every_k_ge_64"]  # no IDM row: not shown
+    by_key.update({(g, "idm", 64): cell([0, 0, 0, 0]) for g in ("a", "b")})
     assert targets(by_key, refs, [])["ours_above_bc_and_idm_at_every_k_ge_64"]
 
 
