@@ -358,6 +358,9 @@ def train_tokenizer(dataset_dir, out_dir, model_cfg: TokenizerConfig | STViViTCo
                     train_cfg: TokenizerTrainConfig | None = None, log_dir=None) -> tuple[Tokenizer, dict]:
     """Train a :class:`Tokenizer` on a dataset's frames (frames only) and save it to ``out_dir``.
     Resumable like every trainer (:func:`lapo.training.fit`). Returns ``(tokenizer, held-out metrics)``.
+    With an :class:`STViViTConfig` it trains an :class:`STViViTTokenizer` on clips of ``clip_frames``
+    consecutive frames (``batch_size // clip_frames`` clips per step, the same frames per step) and
+    scores the same held-out frames, each encoded after its ``clip_frames − 1`` predecessors.
 
     Raises:
         FileNotFoundError / ValueError: a bad dataset; frames of another size than ``image_size``;
