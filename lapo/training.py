@@ -2,7 +2,7 @@
 
 :func:`fit` is the loop: AdamW, linear warmup + cosine decay as a ``torch.optim.lr_scheduler``,
 optional gradient clipping, fp32 or bf16 autocast, tensorboard scalars (``train/``, ``val/``,
-``charts/``), a tqdm bar, and periodic **atomic training checkpoints** (``training_state.pt``:
+``charts/``, among them the gradient norm before clipping, ``charts/{tag}_grad_norm``), a tqdm bar, and periodic **atomic training checkpoints** (``training_state.pt``:
 model, optimizer, scheduler, step, torch/numpy/python RNG states, sampler state, precision) that a
 rerun into the same output directory resumes from (``resume="auto"``). Resumed runs are bitwise
 identical to uninterrupted ones on CPU (tested with SIGKILL in ``tests/test_training.py``).
@@ -430,13 +430,14 @@ def fit(model: nn.Module, sampler: BatchSampler, make_batch: Callable[[Draw], An
             loss, stats = loss_fn(net, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        last = step == cfg.steps - 1
+        logging = step % cfg.log_every == 0 or last
+        if cfg.grad_clip > 0 or (logging and writer is not None):  # max_norm inf: the norm only (grads × 1.0)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
         opt.step()
         sched.step()
         n_log += cfg.batch_size
-        last = step == cfg.steps - 1
-        if step % cfg.log_every == 0 or last:
+        if logging:
             global_loss = all_reduce_sum(loss.detach().float()) / world if ddp else loss.detach().float()
             result.losses[step] = float(global_loss)
             bar.set_postfix(loss=f"{result.losses[step]:.5f}")
@@ -445,6 +446,7 @@ def fit(model: nn.Module, sampler: BatchSampler, make_batch: Callable[[Draw], An
                 for key, value in stats.items():
                     writer.add_scalar(f"train/{key}", float(value), step)
                 writer.add_scalar(f"charts/{tag}_learning_rate", sched.get_last_lr()[0], step)
+                writer.add_scalar(f"charts/{tag}_grad_norm", float(grad_norm), step)  # before clipping
                 now = time.perf_counter()
                 writer.add_scalar(f"charts/{tag}_SPS", n_log / max(now - t_log, 1e-9), step)
                 writer.add_scalar(f"charts/{tag}_data_wait_fraction", wait_log / max(now - t_log, 1e-9), step)

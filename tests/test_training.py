@@ -84,6 +84,10 @@ def test_torchrun_two_processes_match_one_process_at_the_same_global_batch(squar
     assert sorted(one) == sorted(two) == list(range(20))
     np.testing.assert_allclose([two[s] for s in range(20)], [one[s] for s in range(20)], rtol=1e-4)
     assert one[19] < one[0]  # it trained
+    # the logged gradient norm is the global batch's (DDP averages the ranks' gradients before it)
+    g1, g2 = scalars(tmp_path / "tb1", "charts/lam_grad_norm"), scalars(tmp_path / "tb2", "charts/lam_grad_norm")
+    assert sorted(g1) == sorted(g2) == list(range(20)) and min(g1.values()) > 0
+    np.testing.assert_allclose([g2[s] for s in range(20)], [g1[s] for s in range(20)], rtol=1e-3)
     # the VQ codebook EMA (state that is not a gradient) agrees tightly. Batch-norm running means and
     # the model's outputs are compared loosely: parameters whose gradient is near zero (a conv bias
     # before a one-channel-per-group GroupNorm, late biases) get rounding-level gradient differences
