@@ -2,9 +2,10 @@
 
 :func:`fit` is the loop: AdamW, linear warmup + cosine decay as a ``torch.optim.lr_scheduler``,
 optional gradient clipping, fp32 or bf16 autocast, tensorboard scalars (``train/``, ``val/``,
-``charts/``, among them the gradient norm before clipping, ``charts/{tag}_grad_norm``), a tqdm bar, and periodic **atomic training checkpoints** (``training_state.pt``:
-model, optimizer, scheduler, step, torch/numpy/python RNG states, sampler state, precision) that a
-rerun into the same output directory resumes from (``resume="auto"``). Resumed runs are bitwise
+``charts/``, among them the gradient norm before clipping, ``charts/{tag}_grad_norm``), a tqdm bar,
+and periodic **atomic training checkpoints** (``training_state.pt``: model, optimizer, scheduler,
+step, torch/numpy/python RNG states, sampler state, precision) that a rerun into the same output
+directory resumes from (``resume="auto"``). Resumed runs are bitwise
 identical to uninterrupted ones on CPU (tested with SIGKILL in ``tests/test_training.py``).
 
 **torchrun.** Under ``torchrun --nproc_per_node N`` (``WORLD_SIZE > 1``) the model is wrapped in
