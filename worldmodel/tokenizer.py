@@ -67,6 +67,14 @@ class TokenizerConfig:
         return self.levels ** self.code_dims
 
 
+def code_vectors(levels: int, code_dims: int) -> torch.Tensor:
+    """Each FSQ code id's quantized vector, ``(levels ** code_dims, code_dims)`` float in [-1, 1]
+    (for decoding from token ids)."""
+    half = (levels - 1) / 2
+    digits = (torch.arange(levels ** code_dims)[:, None] // levels ** torch.arange(code_dims)) % levels
+    return (digits.float() - half) / half
+
+
 class ResBlock(nn.Module):
     """GroupNorm → SiLU → 3×3 conv, twice, plus the input."""
 
@@ -108,10 +116,7 @@ class Tokenizer(Pretrained, nn.Module):
         dec += [nn.ConvTranspose2d(w[0], 32, 4, 2, 1), nn.GroupNorm(8, 32), nn.SiLU(), nn.Conv2d(32, 3, 3, 1, 1)]
         self.decoder = nn.Sequential(*dec)
         self.fsq = FSQ(cfg.code_dims, cfg.levels, groups=1)
-        half = (cfg.levels - 1) / 2
-        # code -> its quantized FSQ vector (K, E), for decoding from token ids
-        digits = (torch.arange(cfg.num_codes)[:, None] // cfg.levels ** torch.arange(cfg.code_dims)) % cfg.levels
-        self.register_buffer("code_vectors", (digits.float() - half) / half, persistent=False)
+        self.register_buffer("code_vectors", code_vectors(cfg.levels, cfg.code_dims), persistent=False)
 
     def quantize(self, frames_BHWC: torch.Tensor):
         """uint8 frames → (z_q (B, E, h, w) float, codes (B, h, w) int64, perplexity)."""
@@ -216,9 +221,7 @@ class STViViTTokenizer(Pretrained, nn.Module):
         self.from_code, self.to_pixels = nn.Linear(cfg.code_dims, cfg.dim), nn.Linear(cfg.dim, pixels)
         self.decoder = STTransformer(cfg.dim, cfg.depth, cfg.heads, tokens, cfg.clip_frames)
         self.fsq = FSQ(cfg.code_dims, cfg.levels, groups=1)
-        half = (cfg.levels - 1) / 2
-        digits = (torch.arange(cfg.num_codes)[:, None] // cfg.levels ** torch.arange(cfg.code_dims)) % cfg.levels
-        self.register_buffer("code_vectors", (digits.float() - half) / half, persistent=False)
+        self.register_buffer("code_vectors", code_vectors(cfg.levels, cfg.code_dims), persistent=False)
 
     def _clips(self, frames: torch.Tensor) -> torch.Tensor:
         """``(B, H, W, C)`` or ``(B, T, H, W, C)`` uint8 → ``(B, T, H, W, C)``, checked."""
