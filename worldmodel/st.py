@@ -14,9 +14,27 @@ Dimension keys: B batch, T frames, N tokens per frame, D model width.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def patchify(x_BTHWC: torch.Tensor, patch: int) -> torch.Tensor:
+    """Frames ``(B, T, H, W, C)`` → patch vectors ``(B, T, N, patch·patch·C)``, N = (H/patch)·(W/patch)
+    in row-major order; H and W must be multiples of ``patch``."""
+    B, T, H, W, C = x_BTHWC.shape
+    x = x_BTHWC.reshape(B, T, H // patch, patch, W // patch, patch, C).permute(0, 1, 2, 4, 3, 5, 6)
+    return x.reshape(B, T, (H // patch) * (W // patch), patch * patch * C)
+
+
+def unpatchify(y_BTNP: torch.Tensor, patch: int) -> torch.Tensor:
+    """Inverse of :func:`patchify` for a square grid, channels first: ``(B, T, C, H, W)``."""
+    B, T, N, P = y_BTNP.shape
+    g, C = math.isqrt(N), P // (patch * patch)
+    y = y_BTNP.reshape(B, T, g, g, patch, patch, C).permute(0, 1, 6, 2, 4, 3, 5)
+    return y.reshape(B, T, C, g * patch, g * patch)
 
 
 class Attention(nn.Module):

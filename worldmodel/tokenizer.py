@@ -234,20 +234,21 @@ class STViViTTokenizer(Pretrained, nn.Module):
 
     def quantize(self, clips_BTHWC: torch.Tensor):
         """uint8 clips → (z_q (B, T, N, E) float, codes (B, T, h, w) int64, perplexity)."""
-        B, T, H, W, C = clips_BTHWC.shape
-        p, g = self.cfg.patch, self.cfg.grid
-        x = clips_BTHWC.float().div(255.0).view(B, T, g, p, g, p, C).permute(0, 1, 2, 4, 3, 5, 6)
-        z = self.fsq.bound(self.to_code(self.encoder(self.embed(x.reshape(B, T, g * g, p * p * C)))))
+        from worldmodel.st import patchify
+
+        B, T = clips_BTHWC.shape[:2]
+        g = self.cfg.grid
+        x = patchify(clips_BTHWC.float().div(255.0), self.cfg.patch)  # (B, T, N, p·p·C)
+        z = self.fsq.bound(self.to_code(self.encoder(self.embed(x))))
         E = z.shape[-1]
         z_q, codes, _, stats = self.fsq(z.reshape(-1, E).float())
         return z_q.view(B, T, g * g, E), codes.view(B, T, g, g), stats["perplexity"]
 
     def _pixels(self, z_BTNE: torch.Tensor) -> torch.Tensor:
         """Quantized token vectors → frames float ``(B, T, 3, H, W)`` (not clamped)."""
-        B, T = z_BTNE.shape[:2]
-        p, g = self.cfg.patch, self.cfg.grid
-        y = self.to_pixels(self.decoder(self.from_code(z_BTNE))).view(B, T, g, g, p, p, 3)
-        return y.permute(0, 1, 6, 2, 4, 3, 5).reshape(B, T, 3, g * p, g * p)
+        from worldmodel.st import unpatchify
+
+        return unpatchify(self.to_pixels(self.decoder(self.from_code(z_BTNE))), self.cfg.patch)
 
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
