@@ -239,6 +239,23 @@ class LatentActionModel(Pretrained, nn.Module):
         return LAMOutput(enc.z, enc.z_q, enc.codes, pred, target, stats), loss
 
 
+def build_lam(cfg, action_decoder: nn.Module | None = None) -> nn.Module:
+    """The LAM a config describes: :class:`LatentActionModel` for a :class:`LAMConfig`; any other
+    config builds its own model with ``cfg.build()`` (e.g. ``worldmodel.lam.STLAMConfig``, Genie's
+    pixel ST-transformer LAM, with this class's interface), frames only.
+
+    Raises:
+        ValueError: an action decoder for such a model; TypeError: a config without ``build``.
+    """
+    if isinstance(cfg, LAMConfig):
+        return LatentActionModel(cfg, action_decoder)
+    if not callable(getattr(cfg, "build", None)):
+        raise TypeError(f"a LAM config is a LAMConfig or has a build() method, got {type(cfg).__name__}")
+    if action_decoder is not None:
+        raise ValueError(f"{type(cfg).__name__} has no jointly trained action decoder: train it on frames only")
+    return cfg.build()
+
+
 # ----------------------------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------------------------
@@ -347,7 +364,8 @@ def lam_record(ds, model_cfg: LAMConfig, train_cfg: LAMTrainConfig, labeled=None
 
 def train_lam(dataset_dir, out_dir, model_cfg: LAMConfig | None = None,
               train_cfg: LAMTrainConfig | None = None, log_dir=None, labeled=None, head_cfg=None):
-    """Train a :class:`LatentActionModel` on the frames of a dataset and save it to ``out_dir``.
+    """Train a :class:`LatentActionModel` (or the model another config builds: :func:`build_lam`)
+    on the frames of a dataset and save it to ``out_dir``.
 
     Reads frames only (plus, when ``probe_k > 0`` and the dataset has actions, a seeded labeled
     subset of ``probe_k`` transitions for the diagnostic probe, which does not affect training).
@@ -398,7 +416,7 @@ def train_lam(dataset_dir, out_dir, model_cfg: LAMConfig | None = None,
         torch.manual_seed(train_cfg.seed)
         decoder = ActionHead(head_cfg, head_cfg.coding(space_to_json(ds.action_space)))
         labeled_actions = torch.as_tensor(np.asarray(labeled.actions), device=device)
-    lam = LatentActionModel(model_cfg, decoder).to(device)
+    lam = build_lam(model_cfg, decoder).to(device)
     sampler = BatchSampler(len(train_t), train_cfg.batch_size, train_cfg.seed)
     writer = summary_writer(log_dir)
     record = lam_record(ds, model_cfg, train_cfg, labeled, head_cfg)

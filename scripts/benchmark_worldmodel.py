@@ -94,28 +94,52 @@ def keys_table(codes: np.ndarray, actions: np.ndarray, valid: np.ndarray, num_ac
     return rows
 
 
-def compare_action_modes(run: Path, ds, steps: int, seed: int) -> dict:
-    """Train the run's dynamics config with ``add`` and ``prepend`` for ``steps`` steps each on the
-    run's tokens and labels; held-out masked-token accuracy and loss of each."""
-    from lapo.label import Labels
-    from lapo.lam import LatentActionModel
-    from worldmodel.dynamics import Dynamics, DynamicsTrainConfig, train_dynamics
-    from worldmodel.model import label_actions
+def dynamics_rows(wm, ds, clips: np.ndarray, probs: np.ndarray, args: Args) -> list[dict]:
+    """Per horizon step t: mean PSNR with inferred / random / copy-last frames, ΔtPSNR and the margin
+    over copy-last, each with a bootstrap 95% CI over clips."""
+    from worldmodel.evaluate import dynamics_psnr
 
-    base = Dynamics.from_pretrained(run / "dynamics")
-    lam = LatentActionModel.from_pretrained(run / "lam")
-    labels = Labels(run / "labels")
-    codes = label_actions(labels, lam)
+    d = dynamics_psnr(wm, ds.frames, clips, args.prompt_frames, probs, args.steps, args.temperature,
+                      args.random_draws, args.seed)
+    rows = []
+    for t in range(args.horizon):
+        delta = d["inferred"][:, t] - d["random"][:, t]
+        rows.append({"t": t + 1, "psnr_inferred": float(d["inferred"][:, t].mean()),
+                     "psnr_random": float(d["random"][:, t].mean()),
+                     "psnr_copy_last": float(d["copy_last"][:, t].mean()),
+                     "delta_t_psnr": float(delta.mean()), "delta_t_psnr_ci95": bootstrap_mean_ci(delta),
+                     "vs_copy_last": float((d["inferred"][:, t] - d["copy_last"][:, t]).mean()),
+                     "vs_copy_last_ci95": bootstrap_mean_ci(d["inferred"][:, t] - d["copy_last"][:, t])})
+    return rows
+
+
+def compare_action_modes(run: Path, wm, ds, codes: np.ndarray, clips: np.ndarray, probs: np.ndarray,
+                         args: Args) -> dict:
+    """The run's dynamics config with ``add`` and with ``prepend``, each trained for
+    ``args.compare_action_modes`` steps on the run's tokens and labels with the run's training
+    settings and seed, scored by held-out masked-token loss/accuracy and by the same dynamics PSNR
+    rows (ΔtPSNR, vs copy-last) as the run's model, on the same clips. The run's own dynamics stands
+    for its mode when it was trained for exactly that many steps with that seed (not trained twice)."""
+    from worldmodel.dynamics import DynamicsTrainConfig, train_dynamics
+    from worldmodel.model import WorldModel
+
+    steps, base = args.compare_action_modes, wm.dynamics
+    base_train = base.pretrained_meta["train_config"]
+    # threads 0: this process's torch threads (OMP_NUM_THREADS), not the run's
+    train_cfg = DynamicsTrainConfig(**{**base_train, "steps": steps, "seed": args.seed, "threads": 0})
     tokens = np.load(run / "tokens" / "tokens.npy", mmap_mode="r")
-    train_cfg = DynamicsTrainConfig(**{**base.pretrained_meta["train_config"], "steps": steps, "seed": seed,
-                                       "eval_every": steps})
     out = {}
     for mode in ("add", "prepend"):
         t0 = time.perf_counter()
-        cfg = dataclasses.replace(base.cfg, action_mode=mode)
-        _, metrics = train_dynamics(ds.path, tokens, codes, run / "ablation" / mode, cfg, train_cfg,
-                                    record={"ablation": mode, "steps": steps})
-        out[mode] = {**metrics, "train_s": round(time.perf_counter() - t0, 1)}
+        if mode == base.cfg.action_mode and (base_train["steps"], base_train["seed"]) == (steps, args.seed):
+            dyn, metrics, source = base, base.pretrained_meta["val_metrics"], str(run / "dynamics")
+        else:
+            cfg = dataclasses.replace(base.cfg, action_mode=mode)
+            dyn, metrics = train_dynamics(ds.path, tokens, codes, run / "ablation" / mode, cfg, train_cfg,
+                                          record={"ablation": mode, "steps": steps})
+            source = str(run / "ablation" / mode)
+        rows = dynamics_rows(WorldModel(wm.tokenizer, dyn.eval(), wm.lam), ds, clips, probs, args)
+        out[mode] = {**metrics, "model": source, "dynamics": rows, "s": round(time.perf_counter() - t0, 1)}
     return out
 
 
@@ -123,7 +147,7 @@ def main(args: Args) -> dict:
     from envs.dataset import EpisodeDataset
     from envs.io import atomic_write_text
     from lapo.training import cpu_has_native_bf16
-    from worldmodel.evaluate import action_recovery, dynamics_psnr, heldout_clips
+    from worldmodel.evaluate import action_recovery, heldout_clips
     from worldmodel.model import WorldModel
     from worldmodel.tokenizer import frame_split, reconstruction_metrics
 
@@ -148,18 +172,7 @@ def main(args: Args) -> dict:
     codes = label_actions(labels, wm.lam)
     probs = np.bincount(codes[labels.valid], minlength=wm.num_actions) / labels.valid.sum()
     clips = heldout_clips(ds, val_f, args.clips, args.prompt_frames, args.horizon, args.seed)
-    d = dynamics_psnr(wm, ds.frames, clips, args.prompt_frames, probs, args.steps, args.temperature,
-                      args.random_draws, args.seed)
-    per_t = []
-    for t in range(args.horizon):
-        delta = d["inferred"][:, t] - d["random"][:, t]
-        per_t.append({"t": t + 1, "psnr_inferred": float(d["inferred"][:, t].mean()),
-                      "psnr_random": float(d["random"][:, t].mean()),
-                      "psnr_copy_last": float(d["copy_last"][:, t].mean()),
-                      "delta_t_psnr": float(delta.mean()), "delta_t_psnr_ci95": bootstrap_mean_ci(delta),
-                      "vs_copy_last": float((d["inferred"][:, t] - d["copy_last"][:, t]).mean()),
-                      "vs_copy_last_ci95": bootstrap_mean_ci(d["inferred"][:, t] - d["copy_last"][:, t])})
-    result["dynamics"] = per_t
+    result["dynamics"] = dynamics_rows(wm, ds, clips, probs, args)
     result["action_distribution"] = probs.tolist()
     # --- speed ---
     prompt = np.asarray(ds.frames[clips[0, args.prompt_frames - 1]])
@@ -177,7 +190,7 @@ def main(args: Args) -> dict:
     if ds.has_actions and getattr(ds.action_space, "n", None) == len(PROCGEN_BUTTONS):  # a Procgen video
         result["keys"] = keys_table(codes, np.asarray(ds.oracle_actions()), labels.valid, wm.num_actions)
     if args.compare_action_modes:
-        result["action_modes"] = compare_action_modes(run, ds, args.compare_action_modes, args.seed)
+        result["action_modes"] = compare_action_modes(run, wm, ds, codes, clips, probs, args)
     table = format_table(result)
     print(table)
     atomic_write_text(args.out, json.dumps(result, indent=2))
@@ -209,9 +222,15 @@ def format_table(r: dict) -> str:
             lines.append(f"| {k['key']} | {k['latent_action']} | {k['share']:.2f} | {k['LEFT']:.2f} | {k['RIGHT']:.2f} "
                          f"| {k['UP']:.2f} | {k['DOWN']:.2f} | {k['none']:.2f} |")
     if "action_modes" in r:
-        lines += ["", "| action embedding | held-out loss | masked-token accuracy | copy-last accuracy |", "|---|---|---|---|"]
+        H = r["dynamics"][-1]["t"]
+        lines += ["", f"| action embedding | held-out loss | masked-token accuracy | copy-last accuracy "
+                      f"| ΔtPSNR t=1 | ΔtPSNR t={H} | vs copy-last t={H} |", "|---|---|---|---|---|---|---|"]
         for mode, m in r["action_modes"].items():
-            lines.append(f"| {mode} | {m['loss']:.3f} | {m['masked_accuracy']:.3f} | {m['copy_accuracy']:.3f} |")
+            first, last = m["dynamics"][0], m["dynamics"][-1]
+            cells = [f"{row[k]:+.2f} [{row[k + '_ci95'][0]:+.2f}, {row[k + '_ci95'][1]:+.2f}]"
+                     for row, k in ((first, "delta_t_psnr"), (last, "delta_t_psnr"), (last, "vs_copy_last"))]
+            lines.append(f"| {mode} | {m['loss']:.3f} | {m['masked_accuracy']:.3f} | {m['copy_accuracy']:.3f} | "
+                         + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
