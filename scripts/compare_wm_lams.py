@@ -127,12 +127,13 @@ def main(args: Args) -> list[dict]:
 
 
 def format_table(rows: list[dict], budget_s: float) -> str:
-    lines = [f"Held-out episodes; {budget_s / 60:.0f} min of training each on this machine",
-             "| LAM | params | steps | FDM loss | copy-last loss | ratio | perplexity (of 9) | probe accuracy "
-             "(majority) | I(code; action) bits (H(action)) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [f"Held-out episodes; budget {budget_s / 60:.0f} min of training each (at least eval_every steps)",
+             "| LAM | params | steps | s/step measured | train min | FDM loss | copy-last loss | ratio | perplexity "
+             "(of 9) | probe accuracy (majority) | I(code; action) bits (H(action)) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['variant']} | {r['params'] / 1e6:.2f}M | {r['steps']} | {r['fdm_loss']:.5f} | "
+        lines.append(f"| {r['variant']} | {r['params'] / 1e6:.2f}M | {r['steps']} | {1 / r['steps_per_s']:.2f} | "
+                     f"{r['train_s'] / 60:.1f} | {r['fdm_loss']:.5f} | "
                      f"{r['copy_last_loss']:.5f} | {r['copy_last_loss'] / r['fdm_loss']:.1f}× | {r['perplexity']:.2f} | "
                      f"{r.get('probe_accuracy', float('nan')):.3f} ({r.get('majority_accuracy', float('nan')):.3f}) | "
                      f"{r['mutual_information_bits']:.3f} ({r['action_entropy_bits']:.2f}) |")
