@@ -89,8 +89,6 @@ def mutual_information_bits(codes: np.ndarray, actions: np.ndarray) -> tuple[flo
 
 
 def main(args: Args) -> list[dict]:
-    import torch
-
     from envs.dataset import EpisodeDataset
     from envs.io import atomic_write_text
     from lapo.lam import LAMTrainConfig, encode_transitions, train_lam
@@ -113,8 +111,7 @@ def main(args: Args) -> list[dict]:
         lam, metrics = train_lam(ds.path, args.out / name, cfg, train, args.out / "tb" / name)
         train_s = time.perf_counter() - t0
         _, val_t = ds.episode_split(train.val_fraction, train.seed)
-        with torch.no_grad():
-            _, codes = encode_transitions(lam.eval(), ds, val_t)
+        _, codes = encode_transitions(lam.eval(), ds, val_t)  # no_grad inside
         mi, h = mutual_information_bits(codes[:, 0], np.asarray(ds.oracle_actions()[val_t]))
         rows.append({"variant": name, "model": dataclasses.asdict(cfg), "steps": steps, "steps_per_s": rate,
                      "train_s": train_s, "params": sum(p.numel() for p in lam.parameters()), **metrics,
