@@ -341,6 +341,16 @@ def validate_lam(lam: LatentActionModel, ds, val_t, probe_subset=None, batch_siz
     return metrics
 
 
+def probe_subset(ds, k: int, seed: int, val_t: np.ndarray):
+    """The diagnostic probe's labeled transitions: a seeded subset of ``k`` transitions, less those
+    in held-out episodes (``val_t``). None when ``k`` is 0 or the dataset has no actions."""
+    if not k or not ds.has_actions or ds.action_space is None:
+        return None
+    subset = ds.labeled_subset(min(k, len(ds.transition_indices)), seed)
+    keep = ~np.isin(subset.indices, val_t)  # probe fits on training episodes only
+    return type(subset)(subset.indices[keep], subset.actions[keep], subset.seed)
+
+
 def lam_record(ds, model_cfg: LAMConfig, train_cfg: LAMTrainConfig, labeled=None, head_cfg=None) -> dict:
     """What determines a trained LAM (architecture, optimization, dataset and, for a jointly trained
     action decoder, its labeled transitions and head config): stored in its training state and
@@ -399,11 +409,7 @@ def train_lam(dataset_dir, out_dir, model_cfg: LAMConfig | None = None,
     train_t, val_t = ds.episode_split(train_cfg.val_fraction, train_cfg.seed)
     if len(val_t) == 0:
         val_t = train_t[-max(1, len(train_t) // 20):]
-    probe = None
-    if train_cfg.probe_k and ds.has_actions and ds.action_space is not None:
-        subset = ds.labeled_subset(min(train_cfg.probe_k, len(ds.transition_indices)), train_cfg.seed)
-        keep = ~np.isin(subset.indices, val_t)  # probe fits on training episodes only
-        probe = type(subset)(subset.indices[keep], subset.actions[keep], subset.seed)
+    probe = probe_subset(ds, train_cfg.probe_k, train_cfg.seed, val_t)
     decoder = None
     if labeled is not None:
         from envs.dataset import space_to_json

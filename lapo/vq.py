@@ -72,6 +72,24 @@ class FSQ(nn.Module):
         stats = {"perplexity": perplexity(codes, self.num_codes).detach()}
         return z_q, codes, z_BL.new_zeros(()), stats
 
+    def code_weights(self, z_BL: torch.Tensor) -> torch.Tensor:
+        """Straight-through one-hot codes ``(B, G, K)``: the forward value is ``one_hot(codes)``; the
+        gradient is that of the multilinear interpolation of the code grid at the bounded latent
+        ``z_BL`` (each dim's weight split between the two levels around it). Lets a loss on a
+        code-indexed embedding (``weights @ table``) reach the encoder, as when the world model's
+        dynamics is co-trained with the LAM (Genie, arXiv 2402.15391, §2)."""
+        half = (self.levels - 1) / 2
+        u = ((z_BL.float() + 1) * half).view(-1, self.groups, self.dims_per_group)  # (B, G, d) in [0, levels-1]
+        lo = u.detach().floor().clamp(0, self.levels - 2)
+        frac = u - lo  # (B, G, d)
+        per_dim = (F.one_hot(lo.long(), self.levels) * (1 - frac)[..., None]
+                   + F.one_hot(lo.long() + 1, self.levels) * frac[..., None])  # (B, G, d, levels)
+        soft = per_dim[:, :, 0]
+        for i in range(1, self.dims_per_group):  # outer product; dim i has radix levels**i
+            soft = (per_dim[:, :, i, :, None] * soft[:, :, None, :]).flatten(2)
+        hard = F.one_hot(self(z_BL)[1], self.num_codes).to(soft.dtype)  # (B, G, K)
+        return hard + soft - soft.detach()
+
 
 class VectorQuantizerEMA(nn.Module):
     """``groups`` codebooks of ``codebook_size`` vectors, EMA updates, dead-code restarts.

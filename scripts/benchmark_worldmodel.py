@@ -56,6 +56,9 @@ class Args:
     """Generated frames per closed-loop episode."""
     compare_action_modes: int = 0
     """If > 0: train additive and prepended dynamics for this many steps each and compare."""
+    compare_runs: tuple[Path, ...] = ()
+    """Other ``lapo wm train`` runs on the same video, scored on the same held-out clips beside this
+    one (e.g. a LAM co-trained with the dynamics against one trained before it)."""
     seed: int = 0
 
 
@@ -143,6 +146,15 @@ def compare_action_modes(run: Path, wm, ds, codes: np.ndarray, clips: np.ndarray
     return out
 
 
+def run_summary(run: Path, wm, rows: list[dict]) -> dict:
+    """A run's training record (LAM held-out metrics, dynamics masked-token accuracy, stage times and
+    whether the LAM was co-trained) with its dynamics PSNR rows, for :attr:`Args.compare_runs`."""
+    meta = json.loads((run / "meta.json").read_text())
+    return {"cotrained_lam": bool(meta["config"].get("cotrain_lam", False)), "lam_val": meta["lam_val"],
+            "dynamics_val": {k: v for k, v in meta["dynamics_val"].items() if not k.startswith("lam_")},
+            "timings_s": meta["timings_s"], "dynamics": rows}
+
+
 def main(args: Args) -> dict:
     from envs.dataset import EpisodeDataset
     from envs.io import atomic_write_text
@@ -191,6 +203,16 @@ def main(args: Args) -> dict:
         result["keys"] = keys_table(codes, np.asarray(ds.oracle_actions()), labels.valid, wm.num_actions)
     if args.compare_action_modes:
         result["action_modes"] = compare_action_modes(run, wm, ds, codes, clips, probs, args)
+    if args.compare_runs:
+        result["runs"] = {str(run): run_summary(run, wm, result["dynamics"])}
+        for other in map(Path, args.compare_runs):
+            if Path(json.loads((other / "meta.json").read_text())["dataset"]).resolve() != Path(ds.path).resolve():
+                raise ValueError(f"{other} was trained on another video than {run}: compare runs on the same dataset")
+            wm_o = WorldModel.load(other)
+            labels_o = Labels(other / "labels")
+            codes_o = label_actions(labels_o, wm_o.lam)
+            probs_o = np.bincount(codes_o[labels_o.valid], minlength=wm_o.num_actions) / labels_o.valid.sum()
+            result["runs"][str(other)] = run_summary(other, wm_o, dynamics_rows(wm_o, ds, clips, probs_o, args))
     table = format_table(result)
     print(table)
     atomic_write_text(args.out, json.dumps(result, indent=2))
@@ -231,6 +253,21 @@ def format_table(r: dict) -> str:
                      for row, k in ((first, "delta_t_psnr"), (last, "delta_t_psnr"), (last, "vs_copy_last"))]
             lines.append(f"| {mode} | {m['loss']:.3f} | {m['masked_accuracy']:.3f} | {m['copy_accuracy']:.3f} | "
                          + " | ".join(cells) + " |")
+    if "runs" in r:
+        H = r["dynamics"][-1]["t"]
+        lines += ["", f"| run | LAM | LAM FDM loss / copy-last | perplexity | probe acc. | masked-token acc. (copy) "
+                      f"| ΔtPSNR t=1 | ΔtPSNR t={H} | vs copy-last t={H} | LAM + dynamics train s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for name, m in r["runs"].items():
+            lam, dyn, first, last = m["lam_val"], m["dynamics_val"], m["dynamics"][0], m["dynamics"][-1]
+            cells = [f"{row[k]:+.2f} [{row[k + '_ci95'][0]:+.2f}, {row[k + '_ci95'][1]:+.2f}]"
+                     for row, k in ((first, "delta_t_psnr"), (last, "delta_t_psnr"), (last, "vs_copy_last"))]
+            train_s = m["timings_s"].get("lam", 0) + m["timings_s"].get("dynamics", 0)
+            lines.append(f"| {name} | {'co-trained' if m['cotrained_lam'] else 'before dynamics'} "
+                         f"| {lam['fdm_loss']:.5f} / {lam['copy_last_loss']:.5f} | {lam['perplexity']:.2f} "
+                         f"| {lam.get('probe_accuracy', float('nan')):.3f} "
+                         f"| {dyn['masked_accuracy']:.3f} ({dyn['copy_accuracy']:.3f}) | " + " | ".join(cells)
+                         + f" | {train_s:.0f} |")
     return "\n".join(lines)
 
 

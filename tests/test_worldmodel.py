@@ -403,3 +403,81 @@ def test_st_transformer_lam_trains_with_the_shared_trainer_and_round_trips(squar
     actions = np.repeat(np.arange(4), 8)
     assert mutual_information_bits(actions, actions) == pytest.approx((2.0, 2.0))
     assert mutual_information_bits(np.tile(np.arange(2), 16), actions) == pytest.approx((0.0, 2.0), abs=1e-12)
+
+
+def test_cotrained_lam_learns_from_the_dynamics_loss_and_the_pipeline_saves_both(square_dataset, tmp_path):
+    """Genie's co-training: FSQ's straight-through one-hots are one-hot forward with the gradient of
+    the code grid's interpolation; the dynamics loss reaches the IDM; `lapo wm train --cotrain-lam`
+    writes the co-trained LAM, its labels and the dynamics, and a rerun reuses them."""
+    from lapo.lam import LatentActionModel
+    from lapo.vq import FSQ
+    from worldmodel.dynamics import CoTrained
+
+    fsq = FSQ(2, levels=3, groups=1)
+    z = torch.tensor([[0.2, -0.7], [0.9, 0.4]], requires_grad=True)
+    w = fsq.code_weights(z)
+    torch.testing.assert_close(w, torch.nn.functional.one_hot(fsq(z)[1], 9).float())
+    table = torch.randn(9, 4)
+    (w[:, 0] @ table).sum().backward()
+
+    def interpolated(z_BL):  # bilinear interpolation of the table over the 3 × 3 code grid
+        u = z_BL + 1  # level coordinates in [0, 2]
+        cw = [torch.clamp(1 - (u[:, d, None] - torch.arange(3.0)).abs(), min=0) for d in range(2)]  # (B, 3) each
+        return torch.einsum("bi,bj,jid->bd", cw[0], cw[1], table.view(3, 3, 4))
+
+    fd = torch.zeros_like(z)
+    for i in range(2):
+        for j in range(2):
+            e = torch.zeros_like(z)
+            e[i, j] = 1e-3
+            fd[i, j] = ((interpolated(z.detach() + e) - interpolated(z.detach() - e))[i].sum()) / 2e-3
+    torch.testing.assert_close(z.grad, fd, rtol=1e-3, atol=1e-3)
+    # one-hot weights give the same loss as ids
+    dyn = Dynamics(DynamicsConfig(num_codes=25, tokens=64, num_actions=9, context=2, dim=16, depth=1, heads=2))
+    tokens, ids = torch.randint(0, 25, (3, 3, 64)), torch.randint(0, 10, (3, 3))
+    torch.manual_seed(1)
+    by_id = dyn(tokens, ids)[0]
+    torch.manual_seed(1)
+    torch.testing.assert_close(dyn(tokens, torch.nn.functional.one_hot(ids, 10).float())[0], by_id)
+    # the dynamics loss trains the IDM: its gradient differs from the LAM loss's alone
+    lam_cfg = LAMConfig(idm_channels=(8, 16, 16), idm_hidden=32, widths=(8, 16, 16), latent_dim=2, fsq_levels=3, groups=1)
+    lam = LatentActionModel(lam_cfg)
+    windows = torch.randint(0, 255, (3, 3, 3, 64, 64, 3), dtype=torch.uint8)
+    null = torch.tensor([[True, False, False]] * 3)
+    torch.manual_seed(2)
+    CoTrained(lam, dyn)(tokens, windows, null)[0].backward()
+    both = lam.idm.parameters().__next__().grad.clone()
+    lam.zero_grad()
+    torch.manual_seed(2)
+    lam(windows.flatten(0, 1))[1].backward()
+    assert (both - next(lam.idm.parameters()).grad).abs().max() > 1e-6
+    with pytest.raises(ValueError, match="groups=1"):
+        CoTrained(LatentActionModel(dataclasses.replace(lam_cfg, latent_dim=4, groups=2)), dyn)
+    # the stage graph: no lam stage, the dynamics stage writes lam/ and labels/ come from it
+    cfg = WorldModelConfig(
+        run_dir=tmp_path / "wm", dataset=square_dataset, tokenizer=dataclasses.replace(TINY_TOK, res_blocks=0),
+        tokenizer_train=TokenizerTrainConfig(steps=3, batch_size=8, eval_every=3, val_frames=16), lam=lam_cfg,
+        dynamics=DynamicsConfig(context=1, dim=16, depth=1, heads=2),
+        dynamics_train=DynamicsTrainConfig(steps=3, batch_size=4, eval_every=3), cotrain_lam=True, threads=1)
+    out = train_world_model(cfg)
+    assert not (cfg.run_dir / "tb" / "lam").exists()
+    assert {"perplexity", "fdm_loss", "probe_accuracy"} <= set(out["lam_val"])
+    assert json.loads((cfg.run_dir / "labels" / "meta.json").read_text())["record"]["lam"]
+    wm = WorldModel.load(cfg.run_dir)
+    assert wm.num_actions == 9
+    stamp = (cfg.run_dir / "lam" / "model.safetensors").stat().st_mtime_ns
+    train_world_model(cfg)
+    assert (cfg.run_dir / "lam" / "model.safetensors").stat().st_mtime_ns == stamp
+    # the benchmark scores another run (its LAM trained before the dynamics) on the same held-out clips
+    from scripts import benchmark_worldmodel as bench
+
+    seq = dataclasses.replace(cfg, run_dir=tmp_path / "seq", cotrain_lam=False,
+                              lam_train=LAMTrainConfig(steps=3, batch_size=8, eval_every=3, probe_k=16))
+    train_world_model(seq)
+    result = bench.main(bench.Args(world_model=cfg.run_dir, out=tmp_path / "bench.json", clips=3, horizon=2,
+                                   random_draws=1, steps=1, speed_frames=2, recovery_episodes=1, recovery_length=2,
+                                   compare_runs=(seq.run_dir,)))
+    assert [m["cotrained_lam"] for m in result["runs"].values()] == [True, False]
+    assert result["runs"][str(cfg.run_dir)]["dynamics"] == result["dynamics"]
+    table = (tmp_path / "bench.md").read_text()
+    assert "| co-trained |" in table and "| before dynamics |" in table

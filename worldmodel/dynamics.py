@@ -88,9 +88,14 @@ class Dynamics(Pretrained, nn.Module):
         self.head = nn.Linear(cfg.dim, cfg.num_codes)
 
     def embed(self, tokens_BTN: torch.Tensor, actions_BT: torch.Tensor) -> torch.Tensor:
-        """Token embeddings plus each frame's action (added, or prepended as one token): ``(B, T, N[+1], D)``."""
+        """Token embeddings plus each frame's action (added, or prepended as one token): ``(B, T, N[+1], D)``.
+        ``actions``: ids ``(B, T)`` int64, or weights over the ``A + 1`` action ids ``(B, T, A + 1)``
+        float (straight-through one-hots from a co-trained LAM: :meth:`lapo.vq.FSQ.code_weights`)."""
         x = self.token_emb(tokens_BTN)  # (B, T, N, D)
-        a = self.action_emb(actions_BT)[:, :, None]  # (B, T, 1, D)
+        if actions_BT.is_floating_point():
+            a = (actions_BT.to(x.dtype) @ self.action_emb.weight)[:, :, None]  # (B, T, 1, D)
+        else:
+            a = self.action_emb(actions_BT)[:, :, None]  # (B, T, 1, D)
         return x + a if self.cfg.action_mode == "add" else torch.cat([a, x], 2)
 
     def logits(self, tokens_BTN: torch.Tensor, actions_BT: torch.Tensor, past: list | None = None) -> torch.Tensor:
@@ -108,7 +113,8 @@ class Dynamics(Pretrained, nn.Module):
 
     def forward(self, tokens_BTN: torch.Tensor, actions_BT: torch.Tensor) -> tuple[torch.Tensor, dict]:
         """MaskGIT loss on the last frame of each clip (mask rate U[0.5, 1]) and stats:
-        ``masked_accuracy`` and ``copy_accuracy`` (the previous frame's token at the same place)."""
+        ``masked_accuracy`` and ``copy_accuracy`` (the previous frame's token at the same place).
+        ``actions`` as in :meth:`embed`."""
         B, T, N = tokens_BTN.shape
         target = tokens_BTN[:, -1]
         rate = torch.rand(B, 1, device=target.device) * 0.5 + 0.5  # U[0.5, 1]
@@ -120,7 +126,11 @@ class Dynamics(Pretrained, nn.Module):
         actions = actions_BT.clone()
         if self.training and self.cfg.action_dropout > 0:
             drop = torch.rand(B, device=target.device) < self.cfg.action_dropout
-            actions[:, -1] = torch.where(drop, self.null_action, actions[:, -1])
+            if actions.is_floating_point():
+                null = F.one_hot(torch.tensor(self.null_action, device=target.device), self.null_action + 1)
+                actions[:, -1] = torch.where(drop[:, None], null.to(actions.dtype), actions[:, -1])
+            else:
+                actions[:, -1] = torch.where(drop, self.null_action, actions[:, -1])
         logits = self.logits(tokens, actions)  # (B, N, K)
         loss = F.cross_entropy(logits[masked].float(), target[masked])
         with torch.no_grad():
@@ -235,25 +245,67 @@ def validate_dynamics(dyn: Dynamics, tokens_FN: np.ndarray, clips_MT: np.ndarray
     return {k: v / len(clips_MT) for k, v in totals.items()}
 
 
-def train_dynamics(dataset_dir, tokens_FN: np.ndarray, codes_F: np.ndarray, out_dir, model_cfg: DynamicsConfig,
+class CoTrained(nn.Module):
+    """The LAM and the dynamics trained together (Genie, arXiv 2402.15391, §2: "we co-train the latent
+    action model (directly from pixels) and the dynamics model (on video tokens)"). The loss is the
+    dynamics' MaskGIT loss plus the LAM's own (FDM) loss; the dynamics sees the LAM's codes as
+    straight-through one-hots (:meth:`lapo.vq.FSQ.code_weights`), so its loss also trains the IDM (as
+    Jasmine's ``lam_co_train`` does, which drops the LAM's decoder instead).
+
+    ``forward(tokens (B, T, N) int64, windows (B, T, 3, H, W, C) uint8, null (B, T) bool)``: the IDM
+    window of the transition into each clip frame and where that frame gets the null action.
+    """
+
+    def __init__(self, lam: nn.Module, dynamics: Dynamics):
+        super().__init__()
+        if not hasattr(lam.quantizer, "code_weights") or lam.cfg.groups != 1:
+            raise ValueError("co-training needs a LAM with an FSQ quantizer and groups=1 (its code is the action id)")
+        self.lam, self.dynamics = lam, dynamics
+
+    def forward(self, tokens_BTN: torch.Tensor, windows_BT3HWC: torch.Tensor, null_BT: torch.Tensor):
+        B, T = null_BT.shape
+        out, lam_loss = self.lam(windows_BT3HWC.flatten(0, 1))
+        w = self.lam.quantizer.code_weights(out.z)[:, 0].view(B, T, -1)  # (B, T, A)
+        w = torch.cat([w, torch.zeros_like(w[..., :1])], -1)  # (B, T, A + 1): id A is the null action
+        null = F.one_hot(torch.full_like(null_BT, self.dynamics.null_action, dtype=torch.long), w.shape[-1])
+        w = torch.where(null_BT[..., None], null.to(w.dtype), w)
+        dyn_loss, stats = self.dynamics(tokens_BTN, w)
+        keep = ("perplexity", "fdm_loss", "copy_last_loss")
+        return dyn_loss + lam_loss, {**stats, "dynamics_loss": dyn_loss.detach(),
+                                     **{f"lam_{k}": v for k, v in out.stats.items() if k in keep}}
+
+
+def transitions_into(clips_MT: np.ndarray, episode_starts_N: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The transition ``f - 1 → f`` into each clip frame ``f`` and whether ``f`` is its episode's
+    first frame (null action; the clip's last transition stands in so every index is valid).
+    ``(M, T)`` int64 and bool."""
+    first = clips_MT == episode_starts_N[clips_MT]
+    return np.where(first, clips_MT[:, -1:] - 1, clips_MT - 1), first
+
+
+def train_dynamics(dataset_dir, tokens_FN: np.ndarray, codes_F: np.ndarray | None, out_dir, model_cfg: DynamicsConfig,
                    train_cfg: DynamicsTrainConfig | None = None, log_dir=None, record: dict | None = None,
-                   val_clips: int = 2048) -> tuple[Dynamics, dict]:
+                   val_clips: int = 2048, cotrain_lam: nn.Module | None = None,
+                   lam_dir=None) -> tuple[Dynamics, dict]:
     """Train :class:`Dynamics` on a dataset's frame tokens and latent-action codes; save to ``out_dir``.
 
     Args:
         dataset_dir: the episode dataset (its episode boundaries and split).
         tokens_FN: ``(frames, N)`` int tokens of every frame (tokenizer output).
         codes_F: ``(frames,)`` int latent action of transition ``f → f + 1`` (any value at an
-            episode's last frame; it is never read).
+            episode's last frame; it is never read). None with ``cotrain_lam``.
         record: what determines the result (inputs' fingerprints), compared on resume.
+        cotrain_lam: a LAM (FSQ, one group) to train together with the dynamics
+            (:class:`CoTrained`); its codes are the actions, and it is saved to ``lam_dir``.
 
     Returns:
-        (model, held-out metrics of :func:`validate_dynamics`).
+        (model, held-out metrics of :func:`validate_dynamics`; with ``cotrain_lam`` also its
+        :func:`lapo.lam.validate_lam` metrics prefixed ``lam_``).
 
     Raises:
         ValueError: token or code arrays whose length is not the dataset's, codes outside
-            ``[0, num_actions)``, tokens outside ``[0, num_codes)``, or a training state in
-            ``out_dir`` made with other settings.
+            ``[0, num_actions)``, tokens outside ``[0, num_codes)``, a co-trained LAM whose codes
+            are not ``num_actions``, or a training state in ``out_dir`` made with other settings.
     """
     from envs.dataset import EpisodeDataset
     from lapo.training import BatchSampler, build_device, fit, is_main_process, summary_writer
@@ -261,6 +313,11 @@ def train_dynamics(dataset_dir, tokens_FN: np.ndarray, codes_F: np.ndarray, out_
     train_cfg = train_cfg or DynamicsTrainConfig()
     # --- build ---
     ds = EpisodeDataset(dataset_dir)
+    if cotrain_lam is not None:
+        if cotrain_lam.quantizer.num_codes != model_cfg.num_actions:
+            raise ValueError(f"the co-trained LAM has {cotrain_lam.quantizer.num_codes} codes, the dynamics "
+                             f"{model_cfg.num_actions} actions: set num_actions to the LAM's codebook size")
+        codes_F = np.zeros(len(ds), np.int64)  # re-labelled by the LAM at each evaluation
     if len(tokens_FN) != len(ds) or len(codes_F) != len(ds):
         raise ValueError(f"{len(tokens_FN)} token frames and {len(codes_F)} action codes for a dataset of "
                          f"{len(ds)} frames: tokenize and label this dataset")
@@ -285,22 +342,45 @@ def train_dynamics(dataset_dir, tokens_FN: np.ndarray, codes_F: np.ndarray, out_
     torch.manual_seed(train_cfg.seed)
     dyn = Dynamics(model_cfg).to(device)
     writer = summary_writer(log_dir)
+    model, evaluate = dyn, lambda m: validate_dynamics(m, tokens_FN, val_c, val_a)
 
     def make_batch(d):
-        return (torch.from_numpy(np.asarray(tokens_FN[train_c[d.positions]], np.int64)).to(device),
-                torch.from_numpy(train_a[d.positions]).to(device))
+        tokens = torch.from_numpy(np.asarray(tokens_FN[train_c[d.positions]], np.int64)).to(device)
+        if cotrain_lam is None:
+            return tokens, torch.from_numpy(train_a[d.positions]).to(device)
+        t, null = transitions_into(train_c[d.positions], starts)
+        windows = torch.from_numpy(ds.idm_window(t.ravel())).to(device)
+        return tokens, windows.view(*t.shape, *windows.shape[1:]), torch.from_numpy(null).to(device)
 
-    def loss_fn(model, batch):
-        return model(*batch)
+    if cotrain_lam is not None:
+        from lapo.lam import LAMTrainConfig, encode_transitions, probe_subset, validate_lam
+
+        model = CoTrained(cotrain_lam.to(device), dyn)
+        lam_val_t = ds.episode_split(train_cfg.val_fraction, train_cfg.seed)[1]  # the LAM stage's split
+        probe = probe_subset(ds, LAMTrainConfig.probe_k, train_cfg.seed, lam_val_t)
+
+        def evaluate_cotrained(m):  # held-out dynamics metrics under the LAM's current codes, and the LAM's own
+            codes = codes_F.copy()
+            t, _ = transitions_into(val_c, starts)
+            codes[t.ravel()] = encode_transitions(m.lam, ds, t.ravel())[1][:, 0]
+            metrics = validate_dynamics(m.dynamics, tokens_FN, val_c, clip_actions(codes, val_c, starts,
+                                                                                  model_cfg.num_actions))
+            return {**metrics, **{f"lam_{k}": v for k, v in validate_lam(m.lam, ds, lam_val_t, probe).items()}}
+
+        evaluate = evaluate_cotrained
 
     # --- loop ---
-    result = fit(dyn, BatchSampler(len(train_c), train_cfg.batch_size, train_cfg.seed), make_batch, loss_fn,
-                 train_cfg, out_dir=out_dir, record=record, writer=writer, tag="dynamics",
-                 evaluate=lambda m: validate_dynamics(m, tokens_FN, val_c, val_a), eval_every=train_cfg.eval_every)
+    result = fit(model, BatchSampler(len(train_c), train_cfg.batch_size, train_cfg.seed), make_batch,
+                 lambda m, batch: m(*batch), train_cfg, out_dir=out_dir, record=record, writer=writer,
+                 tag="dynamics", evaluate=evaluate, eval_every=train_cfg.eval_every)
     if writer:
         writer.close()
     # --- save ---
     if is_main_process():
         dyn.save_pretrained(out_dir, train_config=train_cfg, val_metrics=result.metrics, dataset=str(dataset_dir),
                             record=record)
+        if cotrain_lam is not None:
+            lam_metrics = {k[4:]: v for k, v in result.metrics.items() if k.startswith("lam_")}
+            cotrain_lam.save_pretrained(lam_dir, train_config=train_cfg, val_metrics=lam_metrics,
+                                        dataset=str(dataset_dir), record={**(record or {}), "cotrained_with": "dynamics"})
     return dyn, result.metrics

@@ -58,6 +58,9 @@ class WorldModelConfig:
     dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
     """Dynamics architecture (num_codes, tokens and num_actions are taken from the tokenizer and LAM)."""
     dynamics_train: DynamicsTrainConfig = field(default_factory=DynamicsTrainConfig)
+    cotrain_lam: bool = False
+    """Train the LAM together with the dynamics (Genie's recipe; :class:`worldmodel.dynamics.CoTrained`,
+    ``lam_train`` unused) instead of before it (the default; both measured in the README)."""
     overwrite: bool = False
     """Recompute every stage (by default finished stages are reused and interrupted ones resume)."""
     threads: int = 0
@@ -115,6 +118,8 @@ def train_world_model(cfg: WorldModelConfig) -> dict:
     from envs.dataset import EpisodeDataset
     from envs.io import atomic_write_text
     from lapo import stages
+    import torch
+
     from lapo.training import run_record, set_threads
     from worldmodel.dynamics import train_dynamics
     from worldmodel.tokenizer import Tokenizer, train_tokenizer
@@ -153,28 +158,41 @@ def train_world_model(cfg: WorldModelConfig) -> dict:
         tok, tok_metrics = train_tokenizer(ds.path, tok_dir, cfg.tokenizer, tok_train, run / "tb" / "tokenizer")
     lap("tokenizer")
     # --- latent actions (frames only) ---
-    lam, lam_metrics = stages.train_lam(ds, run / "lam", cfg.lam, train_cfg(cfg.lam_train), run / "tb" / "lam", reuse)
-    labels = stages.label(run / "lam", ds, run / "labels", reuse, cfg.lam_train.device)
+    from lapo.lam import build_lam
+    from worldmodel.dynamics import Dynamics
+    from worldmodel.model import label_actions
+
+    if cfg.cotrain_lam:  # trained in the dynamics stage
+        torch.manual_seed(cfg.dynamics_train.seed)
+        lam = build_lam(cfg.lam)
+    else:
+        lam, lam_metrics = stages.train_lam(ds, run / "lam", cfg.lam, train_cfg(cfg.lam_train), run / "tb" / "lam",
+                                            reuse)
+        labels = stages.label(run / "lam", ds, run / "labels", reuse, cfg.lam_train.device)
     lap("lam")
     # --- tokens ---
     tokens = encode_dataset(tok, ds, run / "tokens", {"tokenizer": stages.fingerprint(tok_dir),
                                                        "dataset": ds.fingerprint()})
     lap("tokens")
-    # --- dynamics ---
-    from worldmodel.dynamics import Dynamics
-    from worldmodel.model import label_actions
-
-    codes = label_actions(labels, lam)
+    # --- dynamics (with the LAM when co-trained) ---
     dyn_cfg = dataclasses.replace(cfg.dynamics, num_codes=cfg.tokenizer.num_codes, tokens=cfg.tokenizer.grid ** 2,
                                   num_actions=lam.quantizer.num_codes ** cfg.lam.groups)
     dyn_train = train_cfg(cfg.dynamics_train)
+    inputs = ({"cotrained_lam": dataclasses.asdict(cfg.lam)} if cfg.cotrain_lam
+              else {"labels": stages.fingerprint(run / "labels")})
     dyn_record = run_record(dyn_cfg, dyn_train, dataset=ds.fingerprint(), tokenizer=stages.fingerprint(tok_dir),
-                            labels=stages.fingerprint(run / "labels"))
+                            **inputs)
     if reuse and stages.stored_record(run / "dynamics", "config.json") == dyn_record:
         dyn_metrics = Dynamics.from_pretrained(run / "dynamics").pretrained_meta.get("val_metrics", {})
+    elif cfg.cotrain_lam:
+        _, dyn_metrics = train_dynamics(ds.path, tokens, None, run / "dynamics", dyn_cfg, dyn_train,
+                                        run / "tb" / "dynamics", dyn_record, cotrain_lam=lam, lam_dir=run / "lam")
     else:
-        _, dyn_metrics = train_dynamics(ds.path, tokens, codes, run / "dynamics", dyn_cfg, dyn_train,
-                                        run / "tb" / "dynamics", dyn_record)
+        _, dyn_metrics = train_dynamics(ds.path, tokens, label_actions(labels, lam), run / "dynamics", dyn_cfg,
+                                        dyn_train, run / "tb" / "dynamics", dyn_record)
+    if cfg.cotrain_lam:  # the co-trained LAM labels the video (for the key table and the dreaming policy)
+        stages.label(run / "lam", ds, run / "labels", reuse, cfg.lam_train.device)
+        lam_metrics = {k[4:]: v for k, v in dyn_metrics.items() if k.startswith("lam_")}
     lap("dynamics")
     out = {"dataset": str(ds.path), "tokenizer_val": tok_metrics, "lam_val": lam_metrics, "dynamics_val": dyn_metrics,
            "timings_s": timings, "config": json.loads(json.dumps(dataclasses.asdict(cfg), default=str))}
