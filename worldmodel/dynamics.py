@@ -253,7 +253,9 @@ class CoTrained(nn.Module):
     Jasmine's ``lam_co_train`` does, which drops the LAM's decoder instead).
 
     ``forward(tokens (B, T, N) int64, windows (B, T, 3, H, W, C) uint8, null (B, T) bool)``: the IDM
-    window of the transition into each clip frame and where that frame gets the null action.
+    window of the transition into each clip frame and where that frame gets the null action; returns
+    ``(loss, stats)``: the dynamics' stats plus ``maskgit_loss`` and the LAM's ``lam_fdm_loss``,
+    ``lam_copy_last_loss``, ``lam_perplexity``.
     """
 
     def __init__(self, lam: nn.Module, dynamics: Dynamics):
@@ -271,7 +273,7 @@ class CoTrained(nn.Module):
         w = torch.where(null_BT[..., None], null.to(w.dtype), w)
         dyn_loss, stats = self.dynamics(tokens_BTN, w)
         keep = ("perplexity", "fdm_loss", "copy_last_loss")
-        return dyn_loss + lam_loss, {**stats, "dynamics_loss": dyn_loss.detach(),
+        return dyn_loss + lam_loss, {**stats, "maskgit_loss": dyn_loss.detach(),
                                      **{f"lam_{k}": v for k, v in out.stats.items() if k in keep}}
 
 
