@@ -256,6 +256,9 @@ def label_video(lam, path: str | os.PathLike, out: str | os.PathLike, video_cfg,
             while next_t <= last_t and (final or last_t - next_t + 1 >= batch_size):
                 t = np.arange(next_t, min(next_t + batch_size, last_t + 1))  # stream positions of o_t
                 prev = np.maximum(t - 1, 0)  # edge pad at the first frame
+                for j in (t[-1] - base, t[-1] + 1 - base):  # shared with the next batch: convert here, once
+                    if not isinstance(buf[j], np.ndarray):  # (two threads converting one av frame crash)
+                        buf[j] = frame_to_rgb(buf[j], video_cfg)
                 frames = buf[prev[0] - base:t[-1] + 2 - base]  # the frames these windows need
                 yield partial(windows_of, frames, np.stack([prev, t, t + 1], 1) - prev[0])
                 next_t = int(t[-1]) + 1

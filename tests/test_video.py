@@ -148,7 +148,7 @@ def tiny_lam(tmp_path):
     return LatentActionModel.from_pretrained(tmp_path / "lam")
 
 
-def test_video_labels_match_labels_of_the_imported_dataset(tmp_path):
+def test_video_labels_match_labels_of_the_imported_dataset(tmp_path, monkeypatch):
     """Streaming labels of a file == labels of the same file imported as a dataset, for any batch size,
     with the IDM in worker threads or not."""
     from lapo.label import Labels, label_dataset, label_video
@@ -168,9 +168,17 @@ def test_video_labels_match_labels_of_the_imported_dataset(tmp_path):
         np.testing.assert_allclose(np.load(out / "timestamps.npy"), np.arange(10) / 15, atol=0.011)
     with pytest.raises(FileExistsError, match="--overwrite"):
         label_video(lam, video, small, cfg)
-    # a large source is converted in the IDM threads instead of the decoding thread: same labels
+    # a large source is converted in the IDM threads instead of the decoding thread: same labels, and
+    # each decoded frame converted once (two threads converting one frame shared by adjacent batches
+    # crashed PyAV)
+    import envs.video
+
     large = write_video(tmp_path / "large.mp4", n=11, w=160, h=160)
+    converted, convert = [], envs.video.frame_to_rgb
+    monkeypatch.setattr(envs.video, "frame_to_rgb", lambda f, c: converted.append(f.pts) or convert(f, c))
     threads = np.load(label_video(lam, large, tmp_path / "t", cfg, batch_size=4) / "latents.npy")
+    assert sorted(converted) == sorted(set(converted)) and len(converted) == 11
+    monkeypatch.undo()
     inline = np.load(label_video(lam, large, tmp_path / "i", cfg, batch_size=4, workers=0) / "latents.npy")
     np.testing.assert_allclose(threads, inline, atol=1e-5)
 
