@@ -115,11 +115,11 @@ def encode_dataset(tokenizer, dataset, out: Path, record: dict, batch_size: int 
 def train_world_model(cfg: WorldModelConfig) -> dict:
     """Run every stage; returns (and writes to ``run_dir/meta.json``) the stages' held-out metrics
     and timings. An interrupted run resumes where it stopped when rerun with the same settings."""
+    import torch
+
     from envs.dataset import EpisodeDataset
     from envs.io import atomic_write_text
     from lapo import stages
-    import torch
-
     from lapo.training import run_record, set_threads
     from worldmodel.dynamics import train_dynamics
     from worldmodel.tokenizer import Tokenizer, train_tokenizer
