@@ -146,6 +146,16 @@ def compare_action_modes(run: Path, wm, ds, codes: np.ndarray, clips: np.ndarray
     return out
 
 
+def run_actions(run: Path, wm):
+    """A run's labels, the world model's action id of every transition, and the action frequencies."""
+    from lapo.label import Labels
+    from worldmodel.model import label_actions
+
+    labels = Labels(run / "labels")
+    codes = label_actions(labels, wm.lam)
+    return labels, codes, np.bincount(codes[labels.valid], minlength=wm.num_actions) / labels.valid.sum()
+
+
 def run_summary(run: Path, wm, rows: list[dict]) -> dict:
     """A run's training record (LAM held-out metrics, dynamics masked-token accuracy, stage times and
     whether the LAM was co-trained) with its dynamics PSNR rows, for :attr:`Args.compare_runs`."""
@@ -177,12 +187,7 @@ def main(args: Args) -> dict:
     result["tokenizer"] = reconstruction_metrics(wm.tokenizer, ds.frames[pick])
     result["tokenizer"]["num_codes"] = wm.tokenizer.cfg.num_codes
     # --- dynamics vs copy-last, ΔtPSNR ---
-    from lapo.label import Labels
-    from worldmodel.model import label_actions
-
-    labels = Labels(run / "labels")
-    codes = label_actions(labels, wm.lam)
-    probs = np.bincount(codes[labels.valid], minlength=wm.num_actions) / labels.valid.sum()
+    labels, codes, probs = run_actions(run, wm)
     clips = heldout_clips(ds, val_f, args.clips, args.prompt_frames, args.horizon, args.seed)
     result["dynamics"] = dynamics_rows(wm, ds, clips, probs, args)
     result["action_distribution"] = probs.tolist()
@@ -209,9 +214,7 @@ def main(args: Args) -> dict:
             if Path(json.loads((other / "meta.json").read_text())["dataset"]).resolve() != Path(ds.path).resolve():
                 raise ValueError(f"{other} was trained on another video than {run}: compare runs on the same dataset")
             wm_o = WorldModel.load(other)
-            labels_o = Labels(other / "labels")
-            codes_o = label_actions(labels_o, wm_o.lam)
-            probs_o = np.bincount(codes_o[labels_o.valid], minlength=wm_o.num_actions) / labels_o.valid.sum()
+            probs_o = run_actions(other, wm_o)[2]
             result["runs"][str(other)] = run_summary(other, wm_o, dynamics_rows(wm_o, ds, clips, probs_o, args))
     table = format_table(result)
     print(table)
