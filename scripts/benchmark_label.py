@@ -7,11 +7,13 @@ Builds H.264 mp4 test videos (libx264, 30 fps, ``envs.video.write_video``) from 
 dataset: 64×64 of ``--minutes`` (5 by default) and 256×256 (nearest-upscaled) of the same length,
 and 64×64 of 1 and 30 minutes for the memory comparison. Each row runs in a fresh process (so peak
 RSS is its own) and labels the whole file with the ``lapo label`` path (:func:`lapo.label.label_video`)
-in one of three variants, so before and after come from the same run:
+in one of four variants, so before and after come from the same run:
 
 - ``before``: Pillow resize (``VideoConfig.resampler="pillow"``), IDM in the decoding thread, batch 512;
 - ``+swscale``: FFmpeg converts colour and size in one call, still in turn with the IDM;
-- ``now`` (the defaults): swscale, the IDM in 2 worker threads while the main thread decodes, batch 128.
+- ``now, fp32``: swscale, the IDM in 2 worker threads while the main thread decodes, batch 128, fp32;
+- ``now`` (the defaults): the same with ``precision="auto"`` (bf16 autocast where the CPU has it
+  natively and a measured batch is faster; the table's precision column shows the choice).
 
 All variants convert frames with ``threads=1`` (without it PyAV ran a thread pool per frame, ~20×
 slower per 64×64 frame: ``scripts/profile_stages.py`` shows that alone). Decode+convert throughput
@@ -47,9 +49,10 @@ class Args:
     """torch threads in each labeling process."""
 
 
-VARIANTS = {"before": {"resampler": "pillow", "workers": 0, "batch_size": 512},
-            "+swscale": {"resampler": "swscale", "workers": 0, "batch_size": 512},
-            "now": {"resampler": "swscale", "workers": 2, "batch_size": 128}}
+VARIANTS = {"before": {"resampler": "pillow", "workers": 0, "batch_size": 512, "precision": "fp32"},
+            "+swscale": {"resampler": "swscale", "workers": 0, "batch_size": 512, "precision": "fp32"},
+            "now, fp32": {"resampler": "swscale", "workers": 2, "batch_size": 128, "precision": "fp32"},
+            "now": {"resampler": "swscale", "workers": 2, "batch_size": 128, "precision": "auto"}}
 """The configurations compared; ``now`` is the default of ``lapo label``."""
 
 
@@ -79,13 +82,16 @@ n_decoded = sum(1 for _ in iter_video(video, cfg))
 decode_s = time.perf_counter() - t0
 shutil.rmtree(out, ignore_errors=True)
 t0 = time.perf_counter()
-n = int(json.load(open(label_video(lam, video, out, cfg, {v['batch_size']}, workers={v['workers']}) / "meta.json"))["num_frames"])
+n = int(json.load(open(label_video(lam, video, out, cfg, {v['batch_size']}, workers={v['workers']},
+                                precision={v['precision']!r}) / "meta.json"))["num_frames"])
 dt = time.perf_counter() - t0
 print(json.dumps({{"frames": n, "seconds": dt, "fps": n / dt, "decode_fps": n_decoded / decode_s,
                    "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    lines = proc.stdout.strip().splitlines()
+    chosen = [line.split()[2] for line in lines if line.startswith("label: precision ")]
+    return {**json.loads(lines[-1]), "precision": chosen[0] if chosen else v["precision"]}
 
 
 def main(args: Args) -> dict:
@@ -108,10 +114,10 @@ def main(args: Args) -> dict:
         rows.append({"source": "64×64", "minutes": minutes, "variant": "now", **r})
     cpu = cpu_info()
     print(f"CPU: {cpu['model']}, {cpu['cores']} cores, flags: {' '.join(cpu['flags'])}; torch threads {args.threads}")
-    print("| source | minutes | variant | frames | decode+convert fps | end-to-end label fps | peak RSS MB |")
-    print("|---|---|---|---|---|---|---|")
+    print("| source | minutes | variant | precision | frames | decode+convert fps | end-to-end label fps | peak RSS MB |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['source']} | {r['minutes']:g} | {r['variant']} | {r['frames']} | {r['decode_fps']:,.0f} "
+        print(f"| {r['source']} | {r['minutes']:g} | {r['variant']} | {r['precision']} | {r['frames']} | {r['decode_fps']:,.0f} "
               f"| {r['fps']:,.0f} | {r['peak_rss_mb']:.0f} |")
     result = {"rows": rows, "cpu": cpu, "checkpoint": str(args.checkpoint), "threads": args.threads,
               "variants": VARIANTS, "time": time.strftime("%Y-%m-%d %H:%M")}

@@ -12,7 +12,9 @@ Training, per step, for the LAM (batch 64) and latent BC (batch 128), as :func:`
 runs them: data (``make_batch``: memory-mapped reads, random shift), forward, backward, optimizer;
 random shift as before (float gather) and now; samples/s and the fraction of the step spent waiting
 for data without and with prefetching; the LAM with default (NCHW) vs channels-last weights (no
-gain measured in training, so the LAM trains with the default).
+gain measured in training, so the LAM trains with the default). Where the CPU has native bf16
+(:func:`lapo.training.bf16_is_native`), the IDM, the LAM and latent BC are also timed under bf16
+autocast, the two candidates of the precision rule.
 
 Each number is the median of ``--repeats`` timed runs after a warm-up. Prints the CPU model and
 flags, a table, and writes JSON (``--out``). Pause other jobs while it runs.
@@ -99,6 +101,7 @@ def profile_labeling(args: Args, frames: np.ndarray, lam) -> list[dict]:
     from envs.video import VideoConfig, frame_to_rgb, write_video
     from lapo.label import encode_batches, for_inference
     from lapo.nets import to_float
+    from lapo.training import bf16_is_native
 
     rows = []
 
@@ -155,13 +158,16 @@ def profile_labeling(args: Args, frames: np.ndarray, lam) -> list[dict]:
         for workers in (0, 2):
             sec = median_time(lambda: list(encode_batches(lam, batches, workers)), args.repeats)
             row("IDM (encode)", f"batch {batch}, {workers or 'no'} worker threads", sec, n, "window")
+        if batch == 128 and bf16_is_native(torch.device("cpu")):
+            sec = median_time(lambda: list(encode_batches(lam, batches, 2, "bf16")), args.repeats)
+            row("IDM (encode)", "batch 128, 2 worker threads, bf16", sec, n, "window")
     return rows
 
 
 def profile_training(args: Args, ds, lam_cfg) -> list[dict]:
     from lapo.lam import LatentActionModel, windows_tensor
     from lapo.policy import Policy, PolicyConfig, random_shift
-    from lapo.training import BatchSampler, Prefetcher
+    from lapo.training import BatchSampler, Prefetcher, autocast, bf16_is_native
 
     rows = []
     train_t = ds.transition_indices
@@ -192,12 +198,14 @@ def profile_training(args: Args, ds, lam_cfg) -> list[dict]:
     def bc_loss(m, b):
         return F.mse_loss(m(b[0]), b[1])
 
-    cases = [("LAM", 64, 0, lam_batch, lam_loss, lambda: lam_model(False), "default (NCHW) weights"),
-             ("LAM", 64, 0, lam_batch, lam_loss, lambda: lam_model(True), "channels-last weights"),
+    cases = [("LAM", 64, 0, lam_batch, lam_loss, lambda: lam_model(False), "default (NCHW) weights", "fp32"),
+             ("LAM", 64, 0, lam_batch, lam_loss, lambda: lam_model(True), "channels-last weights", "fp32"),
              ("latent BC", 128, 4, lambda d: bc_batch(d, old_random_shift), bc_loss, bc_model,
-              "random shift by float gather (before)"),
-             ("latent BC", 128, 4, bc_batch, bc_loss, bc_model, "random shift by uint8 crops (now)")]
-    for name, batch_size, shift, make_batch, loss_fn, build, variant in cases:
+              "random shift by float gather (before)", "fp32"),
+             ("latent BC", 128, 4, bc_batch, bc_loss, bc_model, "random shift by uint8 crops (now)", "fp32")]
+    if bf16_is_native(cpu):  # the precision rule's two candidates, side by side
+        cases += [case[:6] + (case[6] + ", bf16", "bf16") for case in (cases[0], cases[3])]
+    for name, batch_size, shift, make_batch, loss_fn, build, variant, precision in cases:
         model = build().train()
         opt = torch.optim.AdamW(model.parameters(), 1e-3)
         sampler = BatchSampler(len(train_t), batch_size, 0, shift, rank_world=(0, 1))
@@ -211,7 +219,8 @@ def profile_training(args: Args, ds, lam_cfg) -> list[dict]:
                     t0 = time.perf_counter()
                     batch = loader.next(prefetch_another=step + 1 < args.train_steps)
                     t1 = time.perf_counter()
-                    loss = loss_fn(model, batch)
+                    with autocast(cpu, precision):
+                        loss = loss_fn(model, batch)
                     t2 = time.perf_counter()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
