@@ -22,7 +22,7 @@ def test_labels_align_with_transitions_and_match_the_idm(square_dataset, tmp_pat
     torch.manual_seed(0)
     lam = LatentActionModel(TINY).eval()
     save_checkpoint(tmp_path / "lam", "lam", TINY, lam)
-    out = label_dataset(tmp_path / "lam", square_dataset, batch_size=64)
+    out = label_dataset(tmp_path / "lam", square_dataset, batch_size=64, precision="fp32")  # fp32 like z below
     assert out == square_dataset / "labels"
     labels, ds = Labels(out), EpisodeDataset(square_dataset)
     assert labels.latents.shape == (len(ds), 4) and labels.codes.shape == (len(ds), 2)

@@ -153,13 +153,13 @@ def test_video_labels_match_labels_of_the_imported_dataset(tmp_path, monkeypatch
     with the IDM in worker threads or not."""
     from lapo.label import Labels, label_dataset, label_video
 
-    lam = tiny_lam(tmp_path)
+    lam = tiny_lam(tmp_path)  # every call in fp32: where bf16 is native, "auto" measures each call anew
     video = write_video(tmp_path / "clip.mp4", n=11)
     cfg = VideoConfig(size=64)
-    small = label_video(lam, video, tmp_path / "small", cfg, batch_size=3)  # 2 IDM threads, 4 batches in flight
-    big = label_video(lam, video, tmp_path / "big", cfg, batch_size=512, workers=0)  # one batch, in this thread
+    small = label_video(lam, video, tmp_path / "small", cfg, batch_size=3, precision="fp32")  # 2 IDM threads, 4 batches in flight
+    big = label_video(lam, video, tmp_path / "big", cfg, batch_size=512, workers=0, precision="fp32")  # one, in this thread
     ds_path, _ = import_videos(ImportVideoConfig([video], tmp_path / "ds", cfg))
-    ref = Labels(label_dataset(tmp_path / "lam", ds_path))
+    ref = Labels(label_dataset(tmp_path / "lam", ds_path, precision="fp32"))
     for out in (small, big):
         latents = np.load(out / "latents.npy")
         assert latents.shape == (10, 4) and np.load(out / "codes.npy").shape == (10, 2)
@@ -176,10 +176,11 @@ def test_video_labels_match_labels_of_the_imported_dataset(tmp_path, monkeypatch
     large = write_video(tmp_path / "large.mp4", n=11, w=160, h=160)
     converted, convert = [], envs.video.frame_to_rgb
     monkeypatch.setattr(envs.video, "frame_to_rgb", lambda f, c: converted.append(f.pts) or convert(f, c))
-    threads = np.load(label_video(lam, large, tmp_path / "t", cfg, batch_size=4) / "latents.npy")
+    threads = np.load(label_video(lam, large, tmp_path / "t", cfg, batch_size=4, precision="fp32") / "latents.npy")
     assert sorted(converted) == sorted(set(converted)) and len(converted) == 11
     monkeypatch.undo()
-    inline = np.load(label_video(lam, large, tmp_path / "i", cfg, batch_size=4, workers=0) / "latents.npy")
+    inline = np.load(label_video(lam, large, tmp_path / "i", cfg, batch_size=4, workers=0, precision="fp32")
+                     / "latents.npy")
     np.testing.assert_allclose(threads, inline, atol=1e-5)
 
 
