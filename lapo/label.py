@@ -116,7 +116,11 @@ def label_precision(lam, requested: str = "auto", batch_size: int = 128) -> str:
     device = next(lam.parameters()).device
     size = lam.cfg.image_size
     example = lambda: torch.randint(0, 256, (batch_size, 3, size, size, 3), dtype=torch.uint8, device=device)  # noqa: E731
-    precision, why = choose_precision(requested, device, lam, example, lambda m, b: m.encode(b), train=False,
+    @torch.inference_mode()  # as encode_batches runs it
+    def encode(m, b):
+        return m.encode(b)
+
+    precision, why = choose_precision(requested, device, lam, example, encode, train=False,
                                       flag="--precision")
     if requested == "auto":
         print(f"label: precision {precision} ({why})")

@@ -205,8 +205,10 @@ def choose_precision(requested: str, device: torch.device, model: nn.Module, get
     ``auto`` measures ``trials`` passes of each precision on a deep copy of ``model`` and a batch
     from ``get_batch()`` (global RNG state restored afterwards) where bf16 is native; else fp32.
     A pass is ``loss_fn(model, batch)`` plus its backward (``train``) or, for inference
-    (``train=False``), ``loss_fn`` alone under ``torch.inference_mode`` (its first output need not
-    be a loss then).
+    (``train=False``), ``loss_fn`` alone (its output need not be a loss then), which sets the grad
+    mode it runs under (``torch.inference_mode`` or ``torch.no_grad``) as the measured use does:
+    bf16 autocast keeps its cast weights only outside ``inference_mode``, and a small model's
+    speed in bf16 depends on that.
 
     Raises:
         ValueError: ``bf16`` requested where bf16 is not native (the message names ``flag``).
@@ -238,7 +240,7 @@ def choose_precision(requested: str, device: torch.device, model: nn.Module, get
                     loss.backward()
                     probe.zero_grad(set_to_none=True)
                 else:
-                    with torch.inference_mode(), autocast(device, precision):
+                    with autocast(device, precision):
                         loss_fn(probe, batch)
             if device.type == "cuda":
                 torch.cuda.synchronize()

@@ -63,6 +63,9 @@ class Args:
     device: str = "auto"
     threads: int = 0
     """torch threads (0 = torch's default)."""
+    precision: str = "fp32"
+    """Training precision (``fp32``, ``bf16`` or ``auto``: the trainer's rule, bf16 only where native
+    and measured faster). fp32 for every curve measured before 2026-11-28."""
     time_only: bool = False
     """Only measure seconds per training step of every variant."""
     time_steps: int = 10
@@ -73,7 +76,7 @@ class Args:
     """A ``--time-only`` JSON to convert steps into CPU minutes in the report."""
 
 
-def configs(name: str, steps: int, eval_every: int, device: str, threads: int):
+def configs(name: str, steps: int, eval_every: int, device: str, threads: int, precision: str = "fp32"):
     """``(TokenizerConfig, TokenizerTrainConfig)`` of a variant."""
     from worldmodel.tokenizer import STViViTConfig, TokenizerConfig, TokenizerTrainConfig
 
@@ -83,7 +86,7 @@ def configs(name: str, steps: int, eval_every: int, device: str, threads: int):
     train_kw = {"steps": steps, **train_kw}
     model_class = STViViTConfig if model_kw.pop("arch", "conv") == "st-vivit" else TokenizerConfig
     return (model_class(**model_kw),
-            TokenizerTrainConfig(eval_every=eval_every, device=device, threads=threads, precision="fp32", **train_kw))
+            TokenizerTrainConfig(eval_every=eval_every, device=device, threads=threads, precision=precision, **train_kw))
 
 
 def seconds_per_step(model_cfg, train_cfg, frames, n: int, warmup: int = 3) -> float:
@@ -227,7 +230,7 @@ def main(args: Args) -> None:
         print(f"wrote {path}")
         return
     for name in args.variants:
-        m, t = configs(name, args.steps, args.eval_every, args.device, args.threads)
+        m, t = configs(name, args.steps, args.eval_every, args.device, args.threads, args.precision)
         rate = None
         if args.budget_s > 0:
             rate = 1 / seconds_per_step(m, t, ds.frames, 30)

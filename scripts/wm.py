@@ -24,7 +24,10 @@ class Sampling:
 
     steps: int = 2
     """MaskGIT iterations per frame (Genie: 25). On 2 AVX2 cores the shipped model runs 18.9 / 13.1 /
-    6.0 frames/s at 2 / 4 / 8 steps with PSNR at t=1 of 20.4 / 20.8 / 20.9 dB (docs/benchmark_worldmodel*.md)."""
+    6.0 frames/s at 2 / 4 / 8 steps with PSNR at t=1 of 20.4 / 20.8 / 20.9 dB (docs/benchmark_worldmodel*.md);
+    on 2 AVX-512-bf16 cores the ``cpu`` preset runs 36.5 (fp32) / 56.2 (bf16) frames/s at 2 steps."""
+    precision: str = "auto"
+    """``auto`` (bf16 only where the CPU/GPU has it natively and measured faster; printed), ``fp32`` or ``bf16``."""
     temperature: float = 1.0
     """Token sampling temperature (0 = argmax)."""
     cfg_scale: float = 1.0
@@ -75,6 +78,7 @@ def generate_main(args: GenerateArgs) -> tuple[Path, Path]:
     actions = parse_actions(args.actions, wm.num_actions)
     prompt = load_prompt(args.prompt, wm.image_size, args.mode)
     s = args.sample
+    wm.choose_precision(s.precision, s.steps)
     frames = generate(wm, prompt, np.asarray(actions), s.steps, s.temperature, s.seed, s.cfg_scale)
     paths = write_clip(np.concatenate([prompt[None], frames]), args.out, args.fps, args.scale)
     print(f"wrote {paths[0]} and {paths[1]} ({len(actions)} generated frames)")
@@ -124,6 +128,7 @@ def play_main(args: PlayArgs) -> dict:
         if bad:
             raise ValueError(f"scripted keys {bad} are not keys of this world model; use 1..{A}, r, q")
     s = args.sample
+    wm.choose_precision(s.precision, s.steps)
     dream = wm.dream(prompt, s.steps, s.temperature, s.cfg_scale, s.seed)
     pygame.init()
     size = wm.image_size * args.scale

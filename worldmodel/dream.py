@@ -93,6 +93,7 @@ def run_dream(args) -> dict:
     prompt = load_prompt(args.prompt or Path(args.world_model or shipped_world_model()) / "prompt.png",
                          wm.image_size, args.mode)
     s = args.sample
+    wm.choose_precision(s.precision, s.steps)
     rng = np.random.default_rng(s.seed)
     results = {"agent": [], "random": []}
     first = None

@@ -83,7 +83,8 @@ def generate(wm: WorldModel, prompt_THWC: np.ndarray, actions: np.ndarray, steps
              seed: int = 0, cfg_scale: float = 1.0) -> np.ndarray:
     """Frames generated from a prompt under a sequence of latent actions: ``(len(actions), H, W, 3)`` uint8."""
     dream = wm.dream(prompt_THWC, steps, temperature, cfg_scale, seed)
-    return np.stack([dream.step(int(a)) for a in actions])
+    with wm.autocast():
+        return np.stack([dream.step(int(a)) for a in actions])
 
 
 def action_recovery(wm: WorldModel, prompt_HWC: np.ndarray, choose: Callable[[np.ndarray], int], length: int,
@@ -96,8 +97,9 @@ def action_recovery(wm: WorldModel, prompt_HWC: np.ndarray, choose: Callable[[np
         ``actions`` and ``recovered`` (length,) int64, ``frames`` (length + 1, H, W, 3) uint8.
     """
     dream = wm.dream(prompt_HWC, steps, temperature, seed=seed)
-    for _ in range(length):
-        dream.step(choose(dream.frames[-1]))
+    with wm.autocast():
+        for _ in range(length):
+            dream.step(choose(dream.frames[-1]))
     frames = np.stack(dream.frames[-(length + 1):])
     recovered = wm.infer_actions(frames)
     actions = np.asarray(dream.taken[-length:])

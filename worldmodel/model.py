@@ -17,6 +17,7 @@ Dimension keys: T frames, H W C image (uint8 in [0, 255]), N tokens per frame, C
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -46,6 +47,40 @@ class WorldModel:
             raise ValueError(f"dynamics has {d.num_actions} latent actions, the LAM "
                              f"{lam.quantizer.num_codes ** lam.cfg.groups}: use the LAM it was trained with")
         self.tokenizer, self.dynamics, self.lam, self.meta = tokenizer, dynamics, lam, meta or {}
+        self.precision = "fp32"
+        """Autocast of every :class:`Dream` step: ``fp32`` (none) or ``bf16``; see :meth:`choose_precision`."""
+
+    def choose_precision(self, requested: str = "auto", steps: int = 2) -> str:
+        """Set and return :attr:`precision` by the trainer's rule (:func:`lapo.training.choose_precision`):
+        ``auto`` picks bf16 only where the device has it natively (AVX-512 bf16 / AMX, a bf16 GPU)
+        and a few measured frames at ``steps`` MaskGIT steps are faster, and prints its choice.
+
+        Raises:
+            ValueError: ``bf16`` requested where it is not native (the message names the flag).
+        """
+        from lapo.training import choose_precision
+
+        parts = torch.nn.ModuleDict({"tokenizer": self.tokenizer, "dynamics": self.dynamics})
+        prompt = np.zeros((self.image_size, self.image_size, 3), np.uint8)
+
+        def frames(m, p):  # a fp32 WorldModel (choose_precision's autocast applies), under Dream's no_grad
+            dream = WorldModel(m["tokenizer"], m["dynamics"]).dream(p, steps)
+            return [dream.step(a % dream.wm.num_actions) for a in range(4)]
+
+        self.precision, why = choose_precision(requested, self.device, parts, lambda: prompt, frames,
+                                               train=False, flag="--sample.precision")
+        if requested == "auto":
+            print(f"world model: precision {self.precision} ({why} of 4 frames at {steps} MaskGIT steps)")
+        return self.precision
+
+    def autocast(self):
+        """bf16 autocast if :attr:`precision` is ``bf16`` and none is active yet, else a no-op.
+        :meth:`Dream.step` enters it, so every step honours the precision; a caller generating many
+        frames wraps its loop in it too, which keeps autocast's cache of bf16 weights for the whole
+        loop (measured 72 vs 58 frames/s on 2 AVX-512-bf16 cores, 44 in fp32)."""
+        if self.precision == "bf16" and not torch.is_autocast_enabled(self.device.type):
+            return torch.autocast(self.device.type, torch.bfloat16)
+        return contextlib.nullcontext()
 
     @property
     def num_actions(self) -> int:
@@ -150,11 +185,12 @@ class Dream:
                              f"choose 0..{self.wm.num_actions - 1}")
         actions = torch.tensor([self.actions + [int(action)]], device=self.wm.device)  # (1, C+1)
         generator = self.generator if self.wm.device.type == "cpu" else None
-        new = self.wm.dynamics.sample(self.tokens[None], actions, self.steps, self.temperature, self.cfg_scale,
-                                      generator)[0]  # (N,)
         g = self.wm.tokenizer.cfg.grid
-        frame = self.wm.tokenizer.decode(new.view(1, g, g))[0]  # (3, H, W) in [0, 1]
-        frame = (frame.permute(1, 2, 0) * 255).round().byte().cpu().numpy()
+        with self.wm.autocast():
+            new = self.wm.dynamics.sample(self.tokens[None], actions, self.steps, self.temperature, self.cfg_scale,
+                                          generator)[0]  # (N,)
+            frame = self.wm.tokenizer.decode(new.view(1, g, g))[0]  # (3, H, W) in [0, 1]
+        frame = (frame.float().permute(1, 2, 0) * 255).round().byte().cpu().numpy()
         self.tokens = torch.cat([self.tokens[1:], new[None]])
         self.actions = self.actions[1:] + [int(action)]
         self.frames.append(frame)
