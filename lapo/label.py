@@ -116,6 +116,7 @@ def label_precision(lam, requested: str = "auto", batch_size: int = 128) -> str:
     device = next(lam.parameters()).device
     size = lam.cfg.image_size
     example = lambda: torch.randint(0, 256, (batch_size, 3, size, size, 3), dtype=torch.uint8, device=device)  # noqa: E731
+
     @torch.inference_mode()  # as encode_batches runs it
     def encode(m, b):
         return m.encode(b)
