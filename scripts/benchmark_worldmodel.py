@@ -69,17 +69,20 @@ def bootstrap_mean_ci(x: np.ndarray) -> list[float]:
 
 
 def speed(wm, prompt: np.ndarray, steps: int, temperature: float, frames: int, precision: str) -> float:
-    """Frames/s of Dream.step (sampling + decoding) at batch 1."""
-    from lapo.training import autocast
-
-    with autocast(wm.device, precision):
-        dream = wm.dream(prompt, steps, temperature)
-        for a in range(5):
-            dream.step(a % wm.num_actions)
-        t0 = time.perf_counter()
-        for i in range(frames):
-            dream.step(i % wm.num_actions)
-        return frames / (time.perf_counter() - t0)
+    """Frames/s of Dream.step (sampling + decoding) at batch 1 with ``wm.precision = precision``, the
+    steps inside ``wm.autocast()`` as ``lapo wm generate`` runs them (``wm.precision`` is restored)."""
+    kept, wm.precision = wm.precision, precision
+    try:
+        with wm.autocast():
+            dream = wm.dream(prompt, steps, temperature)
+            for a in range(5):
+                dream.step(a % wm.num_actions)
+            t0 = time.perf_counter()
+            for i in range(frames):
+                dream.step(i % wm.num_actions)
+            return frames / (time.perf_counter() - t0)
+    finally:
+        wm.precision = kept
 
 
 def keys_table(codes: np.ndarray, actions: np.ndarray, valid: np.ndarray, num_actions: int) -> list[dict]:
