@@ -5,7 +5,9 @@
     python -m scripts.tokenizer_sweep --dataset D --report runs/tok_sweep_gpu --cpu-times runs/tok_sweep/time_2threads.json
 
 Each variant is the ``cpu`` preset's tokenizer (:class:`worldmodel.tokenizer.TokenizerConfig`,
-:class:`TokenizerTrainConfig`) with a few fields changed (:data:`VARIANTS`). ``train`` mode trains
+:class:`TokenizerTrainConfig`) as it was when the sweep was run (lr 1e-3, no gradient clipping, ``--steps``
+steps) with a few fields changed (:data:`VARIANTS`); ``long-lr5e-4`` on a 15k-step schedule with a gradient
+clip became the preset on 2026-11-28. ``train`` mode trains
 the named variants one after another with :func:`worldmodel.tokenizer.train_tokenizer` (the shipped
 trainer, same episode split and held-out frames) and writes ``OUT/<variant>.json``: held-out PSNR,
 SSIM and codebook usage every ``eval_every`` steps. With ``--budget-s`` the step count is cut to
@@ -83,7 +85,8 @@ def configs(name: str, steps: int, eval_every: int, device: str, threads: int, p
     if name not in VARIANTS:
         raise ValueError(f"unknown variant {name!r}; choose from {', '.join(VARIANTS)}")
     model_kw, train_kw = dict(VARIANTS[name][0]), VARIANTS[name][1]
-    train_kw = {"steps": steps, **train_kw}
+    # variants change the preset of before 2026-11-28 (lr 1e-3, no clipping; its 3,000 steps are --steps here)
+    train_kw = {"steps": steps, "lr": 1e-3, "grad_clip": 0.0, **train_kw}
     model_class = STViViTConfig if model_kw.pop("arch", "conv") == "st-vivit" else TokenizerConfig
     return (model_class(**model_kw),
             TokenizerTrainConfig(eval_every=eval_every, device=device, threads=threads, precision=precision, **train_kw))
