@@ -180,6 +180,10 @@ def main(args: Args) -> dict:
     wm = WorldModel.load(run)
     meta = json.loads((run / "meta.json").read_text())
     ds = EpisodeDataset(meta["dataset"])
+    for other in map(Path, args.compare_runs):  # checked before any measurement
+        if Path(json.loads((other / "meta.json").read_text())["dataset"]).resolve() != Path(ds.path).resolve():
+            raise ValueError(f"{other} was trained on another video than {run} ({ds.path}): compare runs "
+                             "trained on the same dataset (`lapo wm train --dataset`)")
     tok_train = wm.tokenizer.pretrained_meta["train_config"]
     _, val_f = frame_split(ds, tok_train["val_fraction"], tok_train["seed"])
     result = {"world_model": str(run), "dataset": str(ds.path), "heldout_frames": int(len(val_f)),
@@ -214,8 +218,6 @@ def main(args: Args) -> dict:
     if args.compare_runs:
         result["runs"] = {str(run): run_summary(run, wm, result["dynamics"])}
         for other in map(Path, args.compare_runs):
-            if Path(json.loads((other / "meta.json").read_text())["dataset"]).resolve() != Path(ds.path).resolve():
-                raise ValueError(f"{other} was trained on another video than {run}: compare runs on the same dataset")
             wm_o = WorldModel.load(other)
             probs_o = run_actions(other, wm_o)[2]
             result["runs"][str(other)] = run_summary(other, wm_o, dynamics_rows(wm_o, ds, clips, probs_o, args))
