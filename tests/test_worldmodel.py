@@ -340,22 +340,28 @@ def test_genie_coinrun_preset_builds_and_trains_one_step():
 
 def test_dream_maps_a_latent_policy_onto_the_world_models_actions(tiny_wm_dir, square_dataset, tmp_path):
     """`lapo wm dream`: a latent policy (any latent size) acts in imagination through a mapping
-    fitted on the video; action recovery is reported for it and for random actions."""
+    fitted on the video; action recovery is reported for it and for two random baselines, with the
+    agent's paired differences."""
     from lapo.policy import Policy, PolicyConfig
 
     torch.manual_seed(0)
     Policy(PolicyConfig(channels=(8, 16, 16), hidden=32, out_dim=5)).save_pretrained(tmp_path / "policy")
     r = lapo("wm", "dream", "--agent", str(tmp_path / "policy"), "--world-model", str(tiny_wm_dir), "--dataset",
              str(square_dataset), "--episodes", "2", "--length", "3", "--map-transitions", "200", "--out",
-             str(tmp_path / "dream"), "--sample.steps", "1")
+             str(tmp_path / "dream"), "--sample.steps", "1", "--deterministic")
     assert r.returncode == 0, r.stderr
     import json
 
     res = json.loads((tmp_path / "dream" / "results.json").read_text())
-    for name in ("agent", "random"):
-        assert res["action_recovery"][name]["episodes"] == 2
-        assert 0 <= res["action_recovery"][name]["action_recovery"] <= 1
-    assert sum(res["agent_action_histogram"]) == 3 and (tmp_path / "dream" / "dream.gif").is_file()
+    rec = res["action_recovery"]
+    for name in ("agent", "random", "random_agent_frequencies"):
+        assert rec[name]["episodes"] == 2 and 0 <= rec[name]["action_recovery"] <= 1
+        assert rec[name]["action_recovery"] == pytest.approx(np.mean(res["per_episode"][name]))
+    for name in ("random", "random_agent_frequencies"):
+        diff = np.subtract(res["per_episode"]["agent"], res["per_episode"][name]).mean()
+        assert res["agent_minus"][name]["difference"] == pytest.approx(diff)
+    assert sum(res["agent_action_frequencies"]) == pytest.approx(1) and len(res["recovery_per_action_random"]) == 9
+    assert res["deterministic"] and (tmp_path / "dream" / "dream.gif").is_file()
     r = lapo("wm", "dream", "--agent", str(tiny_wm_dir / "lam"), "--world-model", str(tiny_wm_dir), "--dataset",
              str(square_dataset))
     assert r.returncode == 2 and "not a latent policy or agent" in r.stderr

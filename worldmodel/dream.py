@@ -9,8 +9,10 @@ on the world model's own labels (``lapo train-policy --labels RUN/labels``) goes
 mapping.
 
 Measured (:func:`worldmodel.evaluate.action_recovery`): how often the world model's LAM, run on the
-generated transitions, recovers the action that conditioned them, for the policy and for random
-actions drawn by code frequency in the video (the baseline).
+generated transitions, recovers the action that conditioned them, for the policy and two baselines
+from the same prompt and token seeds: random actions drawn by code frequency in the video, and
+random actions drawn by the agent's own action frequencies (so a gap is not only *which* actions the
+agent favours but *when* it takes them); the agent's paired differences to both with bootstrap CIs.
 """
 
 from __future__ import annotations
@@ -94,26 +96,35 @@ def run_dream(args) -> dict:
                          wm.image_size, args.mode)
     s = args.sample
     wm.choose_precision(s.precision, s.steps)
+    A = wm.num_actions
     rng = np.random.default_rng(s.seed)
-    results = {"agent": [], "random": []}
-    first = None
-    for e in range(args.episodes):
-        runs = {"agent": lambda f: int(agent.act(f[None])[0]),
-                "random": lambda f: int(rng.choice(len(probs), p=probs))}
-        for name, choose in runs.items():
-            r = action_recovery(wm, prompt, choose, args.length, s.steps, s.temperature, s.seed + e)
-            results[name].append(r["accuracy"])
-            if first is None and name == "agent":
-                first = r
+
+    def play(choose) -> list[dict]:  # episode e starts from the prompt with token seed s.seed + e in every run
+        return [action_recovery(wm, prompt, choose, args.length, s.steps, s.temperature, s.seed + e, s.cfg_scale)
+                for e in range(args.episodes)]
+
+    runs = {"agent": play(lambda f: int(agent.act(f[None], args.deterministic)[0]))}
+    agent_probs = np.bincount(np.concatenate([r["actions"] for r in runs["agent"]]), minlength=A).astype(float)
+    agent_probs /= agent_probs.sum()
+    runs["random"] = play(lambda f: int(rng.choice(A, p=probs)))
+    runs["random_agent_frequencies"] = play(lambda f: int(rng.choice(A, p=agent_probs)))
+    accs = {name: np.array([r["accuracy"] for r in eps]) for name, eps in runs.items()}
+    summary, versus = {}, {}
+    for name, acc in accs.items():
+        summary[name] = {"action_recovery": float(acc.mean()), "ci95": list(bootstrap_ci([acc])), "episodes": len(acc)}
+        if name != "agent":  # paired by episode: same prompt and token seed
+            diff = accs["agent"] - acc
+            versus[name] = {"difference": float(diff.mean()), "ci95": list(bootstrap_ci([diff]))}
+    taken = np.concatenate([r["actions"] for r in runs["random"]])
+    recovered = np.concatenate([r["recovered"] for r in runs["random"]])
+    per_action = [float(np.mean(recovered[taken == a] == a)) if (taken == a).any() else None for a in range(A)]
     out = Path(args.out)
-    summary = {}
-    for name, accs in results.items():
-        lo, hi = bootstrap_ci([np.asarray(accs)])
-        summary[name] = {"action_recovery": float(np.mean(accs)), "ci95": [lo, hi], "episodes": len(accs)}
-    gif = write_clip(first["frames"], out / "dream", 10, 4)
-    result = {"action_recovery": summary, "chance": float((probs ** 2).sum()), "length": args.length,
-              "agent": str(args.agent), "mapping_transitions": args.map_transitions,
-              "agent_action_histogram": np.bincount(first["actions"], minlength=wm.num_actions).tolist(),
-              "per_episode": results, "files": [str(p) for p in gif]}
+    gif = write_clip(runs["agent"][0]["frames"], out / "dream", 10, 4)
+    result = {"action_recovery": summary, "agent_minus": versus, "chance": float((probs ** 2).sum()),
+              "recovery_per_action_random": per_action, "video_action_frequencies": probs.tolist(),
+              "agent_action_frequencies": agent_probs.tolist(), "length": args.length,
+              "sample": {**dataclasses.asdict(s), "precision": wm.precision}, "agent": str(args.agent),
+              "mapping_transitions": args.map_transitions, "deterministic": args.deterministic,
+              "per_episode": {name: acc.tolist() for name, acc in accs.items()}, "files": [str(p) for p in gif]}
     atomic_write_text(out / "results.json", json.dumps(result, indent=2))
     return result
