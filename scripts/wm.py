@@ -201,12 +201,15 @@ class DreamArgs:
     """Dream episodes (each measured; the random-action baseline plays as many)."""
     map_transitions: int = 20_000
     """Transitions of the video used to fit the latent → world-model-action mapping."""
-    deterministic: bool = False
-    """The agent takes its most likely latent action (default: samples it, as in evaluation)."""
+    deterministic: bool = True
+    """The agent takes its most likely latent action (``--no-deterministic``: samples it). Greedy and
+    with guidance 4 (the default ``--sample.cfg-scale`` here) its actions were recovered on 0.51 of
+    the shipped model's transitions vs 0.32 for random actions; sampling, without guidance, 0.20 vs 0.19."""
     out: Path = Path("runs/wm_dream")
     """Writes dream.gif, dream.mp4 and results.json here."""
     mode: str = "crop"
-    sample: Sampling = field(default_factory=Sampling)
+    sample: Sampling = field(default_factory=lambda: Sampling(cfg_scale=4.0))
+    """Sampling as in ``generate``, but with classifier-free guidance 4 (two dynamics passes per step)."""
 
 
 def dream_main(args: DreamArgs) -> dict:
