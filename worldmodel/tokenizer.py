@@ -339,8 +339,9 @@ class TokenizerTrainConfig(TrainConfig):
     """Training of the tokenizer (``lapo wm train``, stage ``tokenizer``)."""
 
     steps: int = 15_000
-    """The ``cpu`` preset's schedule: held-out PSNR 36.0 dB at step 15,000 of a 24k-step run
-    (``docs/tokenizer_long_avx512.json``); 3,000 steps at lr 1e-3 (the preset before 2026-11-28)
+    """The ``cpu`` preset's schedule: held-out PSNR 36.68 dB at its end with this lr and clip
+    (``docs/worldmodel_cpu_preset_steps2.json``; 36.01 dB at step 15,000 of an unclipped 24k-step
+    run, ``docs/tokenizer_long_avx512.json``); 3,000 steps at lr 1e-3 (the preset before 2026-11-28)
     reach 31 dB."""
     batch_size: int = 32
     lr: float = 5e-4
