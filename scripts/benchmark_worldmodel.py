@@ -207,7 +207,7 @@ def main(args: Args) -> dict:
     rng = np.random.default_rng(args.seed)
     accs = [action_recovery(wm, np.asarray(ds.frames[clips[e % len(clips), 0]]),
                             lambda f: int(rng.choice(wm.num_actions, p=probs)), args.recovery_length, args.steps,
-                            args.temperature, args.seed + e)["accuracy"] for e in range(args.recovery_episodes)]
+                            args.temperature, seed=args.seed + e)["accuracy"] for e in range(args.recovery_episodes)]
     result["action_recovery_random"] = {"accuracy": float(np.mean(accs)), "ci95": bootstrap_mean_ci(accs),
                                         "chance": float((probs ** 2).sum())}
     # --- what each key does ---

@@ -100,7 +100,7 @@ def run_dream(args) -> dict:
     rng = np.random.default_rng(s.seed)
 
     def play(choose) -> list[dict]:  # episode e starts from the prompt with token seed s.seed + e in every run
-        return [action_recovery(wm, prompt, choose, args.length, s.steps, s.temperature, s.seed + e, s.cfg_scale)
+        return [action_recovery(wm, prompt, choose, args.length, s.steps, s.temperature, s.cfg_scale, s.seed + e)
                 for e in range(args.episodes)]
 
     runs = {"agent": play(lambda f: int(agent.act(f[None], args.deterministic)[0]))}

@@ -88,7 +88,7 @@ def generate(wm: WorldModel, prompt_THWC: np.ndarray, actions: np.ndarray, steps
 
 
 def action_recovery(wm: WorldModel, prompt_HWC: np.ndarray, choose: Callable[[np.ndarray], int], length: int,
-                    steps: int = 8, temperature: float = 1.0, seed: int = 0, cfg_scale: float = 1.0) -> dict:
+                    steps: int = 8, temperature: float = 1.0, cfg_scale: float = 1.0, seed: int = 0) -> dict:
     """Closed loop: ``choose(frame) -> latent action`` acts on each generated frame for ``length``
     steps from ``prompt_HWC`` (sampled with ``steps``, ``temperature`` and guidance ``cfg_scale``);
     then the LAM infers the action of every generated transition.
