@@ -9,7 +9,8 @@ k labeled transitions (``head_input``):
   when the agent acts. Measured on CoinRun in a small run (250k-step demonstrator, 50k frames,
   1,000 LAM steps, k=256): mean return 6.1 vs 3.8 for ``"idm"`` (demonstrator 6.4, random 2.8;
   100 unseen levels each). At quickstart scale (3,000 LAM steps, 100k frames, seeds 0/1/2):
-  0.74/0.71/0.81 normalized return vs 0.80/0.59/0.09 for ``"idm"`` (README, Results).
+  0.74/0.71/0.81 normalized return vs 0.80/0.59/0.09 for ``"idm"`` (``docs/quickstart_history.md``);
+  with the current recipe 0.74 vs 0.53, mean of 3 seeds (README, Results).
 - ``"idm"``: the IDM's latent of the transition (LAPO's decoder), which the policy's predictions
   ``E[z | o_t]`` only approximate.
 

@@ -410,9 +410,9 @@ def test_tokenizer_sweep_records_a_curve_and_reports_it(square_dataset, tmp_path
 
 def test_st_transformer_lam_trains_with_the_shared_trainer_and_round_trips(square_dataset, tmp_path):
     """Genie's pixel ST-transformer LAM goes through the shared ``train_lam`` (a few steps; whether it
-    learns is measured on CoinRun by ``scripts/compare_wm_lams.py``: the README's table; on the moving
-    square, 250 steps gave FDM loss 0.52 × copy-last and probe 1.00, too slow for this suite), saves
-    and loads exactly, and refuses a joint action decoder."""
+    learns is measured on CoinRun by ``scripts/compare_wm_lams.py``: the table in
+    ``docs/worldmodel_history.md``; on the moving square, 250 steps gave FDM loss 0.52 × copy-last and
+    probe 1.00, too slow for this suite), saves and loads exactly, and refuses a joint action decoder."""
     from lapo.lam import LAMTrainConfig, build_lam, train_lam
     from scripts.compare_wm_lams import mutual_information_bits
     from worldmodel.lam import STLAMConfig, STLatentActionModel

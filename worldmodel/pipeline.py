@@ -15,7 +15,7 @@ inputs is loaded, an interrupted training resumes, ``overwrite`` recomputes)::
 **Latent actions.** The world model's actions are the codes of the toolkit's own LAM
 (:mod:`lapo.lam`), re-trained with a small FSQ codebook (``latent_dim=2, fsq_levels=3``: 9 codes; Genie
 uses 8) so a person can play it with keys 1..9. It is trained before, not with, the dynamics model
-(Genie co-trains them); see the README for what was measured.
+(Genie co-trains them); see ``docs/worldmodel_history.md`` for what was measured.
 
 Presets (:data:`PRESETS`): ``cpu`` (trains on the quickstart's CoinRun video on 2 cores) and
 ``genie-coinrun`` (Genie's CoinRun case-study sizes, for a GPU).
@@ -60,7 +60,7 @@ class WorldModelConfig:
     dynamics_train: DynamicsTrainConfig = field(default_factory=DynamicsTrainConfig)
     cotrain_lam: bool = False
     """Train the LAM together with the dynamics (Genie's recipe; :class:`worldmodel.dynamics.CoTrained`,
-    ``lam_train`` unused) instead of before it (the default; both measured in the README)."""
+    ``lam_train`` unused) instead of before it (the default; both measured in ``docs/worldmodel_history.md``)."""
     overwrite: bool = False
     """Recompute every stage (by default finished stages are reused and interrupted ones resume)."""
     threads: int = 0

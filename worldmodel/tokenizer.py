@@ -7,7 +7,8 @@ with FSQ (Mentzer et al. 2023, arXiv 2309.15505; :class:`lapo.vq.FSQ`, ``levels 
 codes, no codebook to collapse), and a mirrored conv decoder reconstructs the frame. A feasibility
 probe on this machine reached 35.5 dB held-out PSNR on CoinRun in 8 minutes with an 8×8 grid and
 1,000 codes. Genie's ST-ViViT (:class:`STViViTTokenizer`) was trained against it for the same CPU
-budget and lost on PSNR, codebook use and decode speed (README, ``docs/tokenizer_st_vivit.md``).
+budget and lost on PSNR, codebook use and decode speed (``docs/worldmodel_history.md``,
+``docs/tokenizer_st_vivit.md``).
 
 Loss: pixel MSE in [0, 1] (what PSNR measures). Metrics (:func:`reconstruction_metrics`): PSNR,
 SSIM (Wang et al. 2004, 11×11 Gaussian window σ=1.5), code perplexity and dead codes over the
@@ -158,7 +159,7 @@ class STViViTConfig:
     patches, an ST-transformer encoder (spatial attention within a frame, causal temporal attention
     across the clip's frames), FSQ per token, and an ST-transformer decoder back to patches. Built
     to decide the issue's "ST-ViViT or per-frame conv tokenizer on a CPU" by measurement
-    (``scripts/tokenizer_sweep --variants st-vivit``, README); the world model uses the conv
+    (``scripts/tokenizer_sweep --variants st-vivit``, ``docs/worldmodel_history.md``); the world model uses the conv
     :class:`Tokenizer`."""
 
     image_size: int = 64
