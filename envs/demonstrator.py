@@ -164,7 +164,8 @@ def learn_ppo(cfg: PPOConfig, run_dir: Path, total_timesteps: int, new_model, ca
     """Train an SB3 PPO model on Procgen's training levels up to ``total_timesteps`` env steps.
 
     A ``run_dir`` that already holds ``ppo_checkpoint.zip`` is resumed from it (with its
-    ``VecNormalize`` statistics), so a long run can span several sessions; otherwise
+    ``VecNormalize`` statistics; tensorboard logs go to ``run_dir/tb`` even if the run directory was
+    moved since), so a long run can span several sessions; otherwise
     ``new_model(env)`` builds the model. The checkpoint is rewritten atomically every
     ``cfg.save_every`` steps and at the end.
 
@@ -184,7 +185,8 @@ def learn_ppo(cfg: PPOConfig, run_dir: Path, total_timesteps: int, new_model, ca
     ckpt = run_dir / CHECKPOINT_NAME
     env = make_training_env(cfg, run_dir, resume=ckpt.exists())
     if ckpt.exists():
-        model = PPO.load(ckpt, env=env, device=cfg.device)
+        # the checkpoint stores the tensorboard path of the run that wrote it: log where the run is now
+        model = PPO.load(ckpt, env=env, device=cfg.device, tensorboard_log=str(run_dir / "tb"))
         check_resumed_values(model, cfg, ckpt)
         print(f"resuming {ckpt} at {model.num_timesteps} env steps")
     else:

@@ -70,8 +70,13 @@ def test_train_expert_resumes_from_its_checkpoint(tmp_path):
                             run_dir=tmp_path / "run", save_every=64, out=tmp_path / "out", threads=1)
     assert train_demonstrator(cfg).num_timesteps == 64
     assert (tmp_path / "run" / CHECKPOINT_NAME).is_file()
+    (tmp_path / "run").rename(tmp_path / "moved")  # a run directory moved between sessions
+    cfg = dataclasses.replace(cfg, run_dir=tmp_path / "moved")
     resumed = train_demonstrator(dataclasses.replace(cfg, total_timesteps=128))
     assert resumed.num_timesteps == 128  # continued from 64, not restarted
+    # ... and logged where it is now, not at the path stored in the checkpoint
+    assert list((tmp_path / "moved" / "tb").rglob("events.out.tfevents*"))
+    assert not (tmp_path / "run").exists()
     # SB3 would resume with the checkpoint's values whatever the command says: refused, each named
     with pytest.raises(ValueError, match=r"n_steps: 16 in the checkpoint, 8 now; .*ent_coef: 0.01 in the "
                                          r"checkpoint, 0.0025 now.*new run directory"):
