@@ -6,7 +6,8 @@ pixel ST-transformer LAM?" by measurement (``scripts/compare_wm_lams.py``,
 ``docs/worldmodel_history.md``). It is a drop-in for :class:`lapo.lam.LatentActionModel`: the same
 windows ``(o_{t-1}, o_t, o_{t+1})``, the same FSQ bottleneck (with the same batch standardization
 before it), the same FDM target (``o_{t+1}`` at ``fdm_size``, predicted as a residual on ``o_t``),
-the same outputs and losses, so :func:`lapo.lam.train_lam` trains it and :func:`lapo.lam.validate_lam` scores it unchanged.
+the same outputs and losses, so :func:`lapo.lam.train_lam` trains it and :func:`lapo.lam.validate_lam`
+scores it unchanged.
 
 - **IDM (Genie's LAM encoder)**: each frame cut into ``patch``×``patch`` patches, an
   :class:`worldmodel.st.STTransformer` over the 3 frames (causal in time), the tokens of the last

@@ -60,7 +60,8 @@ class WorldModelConfig:
     dynamics_train: DynamicsTrainConfig = field(default_factory=DynamicsTrainConfig)
     cotrain_lam: bool = False
     """Train the LAM together with the dynamics (Genie's recipe; :class:`worldmodel.dynamics.CoTrained`,
-    ``lam_train`` unused) instead of before it (the default; both measured in ``docs/worldmodel_history.md``)."""
+    ``lam_train`` unused) instead of before it (the default; both measured in
+    ``docs/worldmodel_history.md``)."""
     overwrite: bool = False
     """Recompute every stage (by default finished stages are reused and interrupted ones resume)."""
     threads: int = 0

@@ -159,8 +159,8 @@ class STViViTConfig:
     patches, an ST-transformer encoder (spatial attention within a frame, causal temporal attention
     across the clip's frames), FSQ per token, and an ST-transformer decoder back to patches. Built
     to decide the issue's "ST-ViViT or per-frame conv tokenizer on a CPU" by measurement
-    (``scripts/tokenizer_sweep --variants st-vivit``, ``docs/worldmodel_history.md``); the world model uses the conv
-    :class:`Tokenizer`."""
+    (``scripts/tokenizer_sweep --variants st-vivit``, ``docs/worldmodel_history.md``); the world model
+    uses the conv :class:`Tokenizer`."""
 
     image_size: int = 64
     """H = W of the frames, pixels."""
