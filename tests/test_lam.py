@@ -81,3 +81,28 @@ def test_missing_or_wrong_checkpoint_names_the_problem(tmp_path, square_dataset)
 def test_bad_config_names_the_value(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LAMConfig(**kwargs)
+
+
+def test_probe_lam_actions_scores_latents_and_a_supervised_idm(square_dataset, tmp_path):
+    from scripts.probe_lam_actions import Args, action_classes, main
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "lam", "lam", TINY, LatentActionModel(TINY).eval())
+    out = main(Args(dataset=square_dataset, lams=(tmp_path / "lam",), supervised=("nature",), supervised_steps=150,
+                    ks=(16, 64), val_fraction=0.2, out=tmp_path / "probe.json"))
+    lam_row, idm_row = out["rows"]
+    assert set(lam_row) >= {"action_k16", "action_k64"} and "horizontal_k16" not in lam_row  # not Procgen
+    assert all(0 <= lam_row[k] <= 1 for k in ("action_k16", "action_k64"))
+    # the square moves 4 px per step: a supervised IDM reads its action; the majority class cannot
+    assert idm_row["action_all"] >= 0.9 and out["majority"]["action"] < 0.35
+    assert json.loads((tmp_path / "probe.json").read_text())["rows"] == out["rows"]
+
+    with EpisodeWriter(tmp_path / "procgen", {"source": {"kind": "procgen"},
+                                             "action_space": {"type": "Discrete", "n": 15}}) as w:
+        w.add_episode(np.zeros((3, 64, 64, 3), np.uint8), np.array([0, 7, 4]))
+    maps = action_classes(EpisodeDataset(tmp_path / "procgen"))
+    assert maps["horizontal"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 1, 1, 1, 1, 1, 1]  # left-*, neither, right-*
+    with EpisodeWriter(tmp_path / "frames_only") as w:
+        w.add_episode(np.zeros((3, 64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="needs discrete actions"):
+        action_classes(EpisodeDataset(tmp_path / "frames_only"))
