@@ -73,7 +73,7 @@ def main(args: Args) -> dict:
 
     from envs.dataset import EpisodeDataset
     from envs.io import atomic_write_text
-    from lapo.baselines import SupervisedIDM, train_supervised_idm
+    from lapo.baselines import train_supervised_idm
     from lapo.decoder import ActionCoding, ActionHeadConfig, fit_action_head
     from lapo.lam import LatentActionModel, encode_transitions
     from lapo.nets import IMPALA_WIDTHS
