@@ -89,7 +89,7 @@ RL_FIELDS = ("ppo", "finetune_k", "finetune_frames", "finetune_eval_every")  # r
 
 @dataclass
 class BenchmarkConfig:
-    """``lapo benchmark {cpu,paper}``: the sweep and every training budget (presets below)."""
+    """``lapo benchmark {cpu,cpu-impala,paper}``: the sweep and every training budget (presets below)."""
 
     games: tuple[str, ...] = ("coinrun",)
     """Procgen games; each needs a shipped demonstrator (``envs/demonstrators/GAME``)."""
@@ -197,7 +197,23 @@ def paper_preset() -> BenchmarkConfig:
     )
 
 
+def cpu_impala_preset() -> BenchmarkConfig:
+    """The ``cpu`` preset with LAPO's networks at scale 1: the IMPALA CNN (16, 32, 32) as the LAM's
+    IDM (so also the IDM baseline's network) and as every policy, a 64×64 FDM, and 8,000 whole-video
+    BC steps (chosen by oracle BC on fruitbot's development levels, ``docs/tune_policy_fruitbot.json``).
+    On fruitbot the Nature CNN cannot read the agent's few-pixel motion (README, "Fruitbot"); about
+    twice the ``cpu`` preset's time per game."""
+    return BenchmarkConfig(
+        run_dir=Path("runs/benchmark_impala"),
+        lam=LAMConfig(idm_encoder="impala", idm_channels=IMPALA_WIDTHS, fdm_size=64),
+        clam_lam=LAMConfig(idm_encoder="impala", idm_channels=IMPALA_WIDTHS, fdm_size=64, quantizer="none"),
+        policy=PolicyConfig(encoder="impala", channels=IMPALA_WIDTHS),
+        policy_train=PolicyTrainConfig(steps=8000),
+    )
+
+
 PRESETS = {"cpu": ("sized for a 2-core CPU (Nature CNN, FSQ, 100k frames, 3k LAM steps)", cpu_preset()),
+           "cpu-impala": ("the cpu preset with IMPALA CNNs (IDM, policies), a 64x64 FDM, 8k BC steps", cpu_impala_preset()),
            "paper": ("LAPO sizes for a GPU (IMPALA ×4, 2 × 64-entry VQ, 50k LAM steps)", paper_preset())}
 
 

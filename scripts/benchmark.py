@@ -1,8 +1,9 @@
-"""``lapo benchmark {cpu,paper}``: every method × k × seed on each game; table, JSON and plot.
+"""``lapo benchmark {cpu,cpu-impala,paper}``: every method × k × seed on each game; table, JSON and plot.
 
     lapo benchmark cpu                                   # CoinRun, k in {16,64,256,1024}, 3 seeds
     lapo benchmark cpu --games coinrun starpilot --seeds 0 1 2 --run-dir runs/benchmark
-    lapo benchmark paper                                 # LAPO sizes, 4 games, for a GPU
+    lapo benchmark cpu-impala --games fruitbot           # IMPALA CNNs, 64x64 FDM, 8k BC steps
+    lapo benchmark paper                                 # LAPO sizes, 3 games, for a GPU
     lapo benchmark --domain metaworld                    # 5 Meta-World tasks, k = 5 episodes/task
 
 Finished cells are kept in ``RUN_DIR/cells``: rerunning the same command resumes, and adding a

@@ -43,7 +43,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "finetune": ("lapo.finetune:FinetuneConfig", "scripts.finetune:main",
                  "PPO from a saved agent beside PPO from scratch (resumable; curve.png)"),
     "benchmark": ("lapo.benchmark:PRESETS", "scripts.benchmark:main",
-                  "all methods × k × seeds per game (presets: cpu, paper)"),
+                  "all methods × k × seeds per game (presets: cpu, cpu-impala, paper)"),
     "wm train": ("worldmodel.pipeline:PRESETS", "scripts.wm:train_main",
                  "world model: tokenizer, LAM, MaskGIT dynamics (presets: cpu, genie-coinrun)"),
     "wm generate": ("scripts.wm:GenerateArgs", "scripts.wm:generate_main",

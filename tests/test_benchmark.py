@@ -142,6 +142,21 @@ def test_paper_preset_builds_lapo_sized_networks():
     assert out.codes.shape == (2, 2) and out.z.shape == (2, 128)
 
 
+def test_cpu_impala_preset_swaps_every_network_for_the_impala_cnn():
+    from lapo.benchmark import cpu_impala_preset, cpu_preset
+
+    cfg, cpu = cpu_impala_preset(), cpu_preset()
+    lam = LatentActionModel(cfg.lam).eval()
+    assert type(lam.idm).__name__ == "ImpalaCNN" and cfg.lam.fdm_size == 64 and cfg.clam_lam.idm_encoder == "impala"
+    assert cfg.policy.encoder == "impala" and cfg.policy_train.steps == 8000
+    with torch.no_grad():
+        out, _ = lam(torch.randint(0, 256, (2, 3, 64, 64, 3), dtype=torch.uint8))
+    assert out.pred.shape == (2, 3, 64, 64)
+    # everything else is the cpu preset's: same video, LAM steps, k-label budgets
+    same = ("num_frames", "ks", "seeds", "lam_train", "bc_train", "idm_train", "head", "eval_episodes")
+    assert all(getattr(cfg, f) == getattr(cpu, f) for f in same) and cfg.run_dir != cpu.run_dir
+
+
 def test_random_shift_moves_a_window_as_one():
     window = torch.randint(0, 256, (4, 1, 64, 64, 3), dtype=torch.uint8).expand(4, 3, 64, 64, 3).contiguous()
     out = random_shift(window, 4, np.random.default_rng(0).integers(0, 9, (4, 2)))
