@@ -201,8 +201,9 @@ def cpu_impala_preset() -> BenchmarkConfig:
     """The ``cpu`` preset with LAPO's networks at scale 1: the IMPALA CNN (16, 32, 32) as the LAM's
     IDM (so also the IDM baseline's network) and as every policy, a 64×64 FDM, and 8,000 whole-video
     BC steps (chosen by oracle BC on fruitbot's development levels, ``docs/tune_policy_fruitbot.json``).
-    On fruitbot the Nature CNN cannot read the agent's few-pixel motion (README, "Fruitbot"); about
-    twice the ``cpu`` preset's time per game."""
+    On fruitbot the Nature CNN cannot read the agent's few-pixel move (README, "What the LAM's IDM
+    can see"). Far slower: on 2 cores, fruitbot's BC, IDM and ours rows at two k took 37 min, the
+    ``cpu`` preset's whole one-game sweep 6 min."""
     return BenchmarkConfig(
         run_dir=Path("runs/benchmark_impala"),
         lam=LAMConfig(idm_encoder="impala", idm_channels=IMPALA_WIDTHS, fdm_size=64),
