@@ -4,7 +4,7 @@
         --lams runs/lamexp/fb_fdm32 runs/lamexp/fb_impala64 --supervised nature impala
 
 The episodes are split once (10% held out, seeded). For each trained LAM (``lapo train-lam``
-output) a k-shot probe (:func:`lapo.decoder.fit_action_head`, the benchmark's head) is fitted from
+output) a k-shot probe (:func:`lapo.decoder.probe_scores`, the LAM validation's) is fitted from
 the IDM's latents of k labeled training transitions to their true actions and scored on the
 held-out transitions, for every k in ``--ks``. For each encoder in ``--supervised`` a supervised
 IDM of that network (:class:`lapo.baselines.SupervisedIDM`, the IDM baseline's model) is trained
@@ -69,12 +69,10 @@ def action_classes(ds) -> dict[str, np.ndarray]:
 
 
 def main(args: Args) -> dict:
-    import torch
-
     from envs.dataset import EpisodeDataset
     from envs.io import atomic_write_text
-    from lapo.baselines import train_supervised_idm
-    from lapo.decoder import ActionCoding, ActionHeadConfig, fit_action_head
+    from lapo.baselines import pseudo_label, train_supervised_idm
+    from lapo.decoder import ActionCoding, probe_scores
     from lapo.lam import LatentActionModel, encode_transitions
     from lapo.nets import IMPALA_WIDTHS
     from lapo.policy import PolicyConfig, PolicyTrainConfig
@@ -96,12 +94,9 @@ def main(args: Args) -> dict:
         z_test, _ = encode_transitions(lam, ds, test_t)
         row = {"source": str(lam_dir), "idm_encoder": lam.cfg.idm_encoder, "fdm_size": lam.cfg.fdm_size}
         for k in args.ks:
-            for name, m in maps.items():
-                head = fit_action_head(z_train[:k], m[actions[probe_t[:k]]], ActionHeadConfig(latent_dim=z_train.shape[1]),
-                                       {"type": "Discrete", "n": int(m.max()) + 1}, seed=args.seed)
-                with torch.no_grad():
-                    pred = head(torch.as_tensor(z_test)).argmax(-1).numpy()
-                row[f"{name}_k{k}"] = float((pred == m[actions[test_t]]).mean())
+            for name, m in maps.items():  # the LAM validation's probe (seed 0 head init)
+                row[f"{name}_k{k}"] = probe_scores(z_train[:k], m[actions[probe_t[:k]]], z_test, m[actions[test_t]],
+                                                   {"type": "Discrete", "n": int(m.max()) + 1})["probe_accuracy"]
         rows.append(row)
         print(json.dumps(row), flush=True)
     for encoder in args.supervised:
@@ -110,12 +105,11 @@ def main(args: Args) -> dict:
             n = int(m.max()) + 1
             cfg = PolicyConfig(encoder=encoder, channels=IMPALA_WIDTHS if encoder == "impala" else PolicyConfig().channels,
                                out_dim=n)
+            coding = ActionCoding({"type": "Discrete", "n": n})
             idm = train_supervised_idm(ds, train_t, m[actions[train_t]], cfg,
                                        PolicyTrainConfig(steps=args.supervised_steps, batch_size=64, seed=args.seed,
-                                                         threads=args.threads), ActionCoding({"type": "Discrete", "n": n}))
-            with torch.no_grad():
-                pred = np.concatenate([idm(torch.from_numpy(ds.idm_window(test_t[i:i + 256]))).argmax(-1).numpy()
-                                       for i in range(0, len(test_t), 256)])
+                                                         threads=args.threads), coding)
+            pred = pseudo_label(idm, ds, test_t, coding, "argmax")
             row[f"{name}_all"] = float((pred == m[actions[test_t]]).mean())
         rows.append(row)
         print(json.dumps(row), flush=True)
