@@ -82,20 +82,24 @@ def train_supervised_idm(ds, indices: np.ndarray, actions: np.ndarray, cfg: Poli
 
 
 @torch.no_grad()
-def pseudo_label(idm: SupervisedIDM, ds, t: np.ndarray, coding, mode: str = "argmax", seed: int = 0,
-                 batch_size: int = 512) -> np.ndarray:
+def pseudo_label(idm: nn.Module, ds, t: np.ndarray, coding, mode: str = "argmax", seed: int = 0,
+                 batch_size: int = 512, read=None) -> np.ndarray:
     """Pseudo-labels of transitions ``t``: ``(M,)`` int64 or ``(M, D)`` float32.
 
+    ``idm`` maps what ``read(t_chunk)`` returns to action outputs of ``coding``: by default the
+    dataset's windows ``ds.idm_window`` (:class:`SupervisedIDM`); the ``ours_relabel`` row passes
+    the k-shot head and reads the LAM's stored latents (``(b, L)`` float32) instead.
     ``mode`` ``argmax``: the IDM's most likely action; ``sample``: one draw from its distribution
     (seeded by ``seed``; regression outputs are the same in both). Raises ValueError for another mode.
     """
     if mode not in PSEUDO_LABEL_MODES:
         raise ValueError(f"pseudo-label mode {mode!r}: {CHOOSE_MODE}")
+    read = read or ds.idm_window
     idm.eval()
     device = next(idm.parameters()).device
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        out = [coding.decode(idm(torch.from_numpy(ds.idm_window(t[i:i + batch_size])).to(device)),
+        out = [coding.decode(idm(torch.from_numpy(read(t[i:i + batch_size])).to(device)),
                              deterministic=mode == "argmax")
                for i in range(0, len(t), batch_size)]
     return np.concatenate(out)

@@ -72,13 +72,14 @@ from lapo.policy import PolicyConfig, PolicyTrainConfig
 
 REFERENCES = ("random", "demonstrator")
 TRAINED = ("oracle_bc", "bc", "idm", "ours")  # the default methods besides the references
-OPTIONAL = ("ours_bins", "ours_regression", "ours_tuned", "clam", "ours_supervised", "ours_finetune", "ppo_scratch")  # further registered methods (registry: METHODS)
-K_METHODS = ("bc", "idm", "ours", "ours_bins", "ours_regression", "ours_tuned", "clam", "ours_supervised")  # results depend on k
+OPTIONAL = ("ours_bins", "ours_regression", "ours_tuned", "ours_relabel", "clam", "ours_supervised", "ours_finetune", "ppo_scratch")  # further registered methods (registry: METHODS)
+K_METHODS = ("bc", "idm", "ours", "ours_bins", "ours_regression", "ours_tuned", "ours_relabel", "clam", "ours_supervised")  # results depend on k
 METHOD_NAMES = {"random": "random", "demonstrator": "demonstrator", "oracle_bc": "oracle BC (all actions)",
                 "bc": "BC on k labels", "idm": "IDM on k labels -> BC", "ours": "latent policy + k-shot head",
                 "ours_bins": "latent policy + k-shot head (RT-1 bins)",
                 "ours_regression": "latent policy + k-shot head (regression)",
                 "ours_tuned": "ours, then the whole agent BC-tuned on the k labels",
+                "ours_relabel": "LAM + k-shot head as IDM -> pseudo-labels -> BC",
                 "clam": "CLAM: continuous LAM + joint action decoder",
                 "ours_supervised": "ours + k labels inside LAM training (LAOM-style)",
                 "ours_finetune": "ours + PPO fine-tune", "ppo_scratch": "PPO from scratch"}
@@ -272,16 +273,22 @@ class GameRun:
         return self._test_actions
 
     # --- shared per-seed stages (frames only) ---
+    def lam_labels(self, seed: int):
+        """The video's latent-action ``Labels`` of a seed: LAM -> labels, each reused if saved."""
+        from lapo import stages
+
+        cfg, d = self.cfg, self.dir / f"seed{seed}"
+        stages.train_lam(self.ds, d / "lam", cfg.lam, dataclasses.replace(cfg.lam_train, seed=seed), d / "tb" / "lam")
+        return stages.label(d / "lam", self.ds, d / "labels", device=cfg.lam_train.device)
+
     def latent_stages(self, seed: int):
-        """``(Labels, latent policy)`` of a seed: LAM -> labels -> latent BC, each reused if saved."""
+        """``(Labels, latent policy)`` of a seed: :meth:`lam_labels` -> latent BC, each reused if saved."""
         if seed not in self._shared:
             from lapo import stages
 
-            cfg, d = self.cfg, self.dir / f"seed{seed}"
-            stages.train_lam(self.ds, d / "lam", cfg.lam, dataclasses.replace(cfg.lam_train, seed=seed), d / "tb" / "lam")
-            labels = stages.label(d / "lam", self.ds, d / "labels", device=cfg.lam_train.device)
-            policy = stages.latent_bc(self.ds, labels, d / "latent_policy", cfg.policy,
-                                      dataclasses.replace(cfg.policy_train, seed=seed), pool=self.train_t)
+            labels = self.lam_labels(seed)
+            policy = stages.latent_bc(self.ds, labels, self.dir / f"seed{seed}" / "latent_policy", self.cfg.policy,
+                                      dataclasses.replace(self.cfg.policy_train, seed=seed), pool=self.train_t)
             self._shared[seed] = (labels, policy)
         return self._shared[seed]
 
@@ -391,6 +398,28 @@ def ours_method(run: GameRun, k: int, seed: int, head_cfg: ActionHeadConfig | No
     return agent, probe.get("probe_accuracy", probe.get("probe_direction_accuracy"))
 
 
+def ours_relabel_method(run: GameRun, k: int, seed: int):
+    """The LAM as a label-efficient IDM: the k-shot head fitted on the LAM's IDM latents of the k
+    labels (``--head-input idm``'s head) labels every video transition from its stored latent, then
+    BC on those pseudo-labels: the ``idm`` row's pipeline (same labeling mode, same BC) with the
+    frames-only LAM + head in place of the supervised IDM, so the row shows what action-free
+    pretraining adds to the IDM (the LAM's latents as features for VPT's recipe). No latent policy."""
+    from lapo.baselines import pseudo_label
+    from lapo.decoder import fit_action_head
+
+    cfg, subset, labels = run.cfg, run.subset(k, seed), run.lam_labels(seed)
+    head = fit_action_head(np.asarray(labels.latents[subset.indices]), subset.actions,
+                           dataclasses.replace(cfg.head, latent_dim=labels.latents.shape[1]), run.coding.space, seed)
+
+    def read(t):
+        return np.asarray(labels.latents[t], np.float32)
+
+    probe = action_agreement(pseudo_label(head, run.ds, run.test_t, head.coding, read=read), run.test_actions(),
+                             run.coding.space)
+    pseudo = pseudo_label(head, run.ds, run.train_t, head.coding, cfg.idm_pseudo_labels, seed, read=read)
+    return run.bc(run.train_t, pseudo, cfg.policy_train, seed, "ours_relabel"), probe
+
+
 def ours_tuned_method(run: GameRun, k: int, seed: int):
     """``ours``, then the whole agent fine-tuned end to end on the same k labels with BC on k's
     recipe (``bc_train``: steps, learning rate, augmentation), so the row differs from ``bc`` only
@@ -481,6 +510,7 @@ def ppo_method(name: str):
 METHODS = {"random": random_method, "demonstrator": demonstrator_method, "oracle_bc": oracle_bc_method,
            "bc": bc_method, "idm": idm_method, "ours": ours_method, "ours_bins": ours_head("bins"),
            "ours_regression": ours_head("regression"), "ours_tuned": ours_tuned_method,
+           "ours_relabel": ours_relabel_method,
            "clam": jointly_supervised("clam_lam", "decoder", "clam"),
            "ours_supervised": jointly_supervised("lam", "fit", "supervised"),
            "ours_finetune": ppo_method("agent"), "ppo_scratch": ppo_method("scratch")}

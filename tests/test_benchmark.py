@@ -36,8 +36,9 @@ def read_cells(cfg):
 
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory):
-    # ours_supervised: the k labels also enter LAM training, and still no other action may
-    cfg = tiny_config(tmp_path_factory.mktemp("bench") / "clean", methods=TRAINED + ("ours_supervised",))
+    # ours_supervised: the k labels also enter LAM training; ours_relabel: they fit the head that
+    # pseudo-labels the whole video; and still no other action may
+    cfg = tiny_config(tmp_path_factory.mktemp("bench") / "clean", methods=TRAINED + ("ours_supervised", "ours_relabel"))
     return cfg, run_benchmark(cfg)
 
 
@@ -78,14 +79,14 @@ def test_rerun_resumes_and_a_new_k_adds_only_its_cells(clean_run):
     for c, stamp in stamps.items():
         assert cell_path(cfg.run_dir, "coinrun", *c).stat().st_mtime_ns == stamp, c
     new = set(cells_of(more, "coinrun")) - set(stamps)
-    assert new == {(m, 16, 0) for m in ("bc", "idm", "ours", "ours_supervised")}
+    assert new == {(m, 16, 0) for m in ("bc", "idm", "ours", "ours_supervised", "ours_relabel")}
     row = next(r for r in again["rows"] if r["method"] == "ours" and r["k"] == 16)
     assert row["episodes"] == cfg.eval_episodes and 0 <= row["probe_accuracy"] <= 1
     assert (cfg.run_dir / "results.md").read_text().count("| latent policy + k-shot head |") == 3
     assert (cfg.run_dir / "normalized_return.png").stat().st_size > 0
     report = run_benchmark(dataclasses.replace(cfg, ks=(8, 32), report_only=True))
     assert sorted(report["missing_cells"]) == [f"cells/coinrun/{m}/k32/seed0.json"
-                                                 for m in ("bc", "idm", "ours", "ours_supervised")]
+                                                 for m in ("bc", "idm", "ours", "ours_relabel", "ours_supervised")]
     assert not cell_path(cfg.run_dir, "coinrun", "ours", 32, 0).exists()
     # a report naming one method still holds every finished row (it replaces results.md)
     subset = run_benchmark(dataclasses.replace(more, methods=("bc",), report_only=True))
@@ -96,7 +97,7 @@ def test_rerun_resumes_and_a_new_k_adds_only_its_cells(clean_run):
 def test_results_hold_every_method_on_the_same_levels(clean_run):
     cfg, results = clean_run
     methods = {r["method"] for r in results["rows"]}
-    assert methods == {"random", "demonstrator", "oracle_bc", "bc", "idm", "ours", "ours_supervised"}
+    assert methods == {"random", "demonstrator", "oracle_bc", "bc", "idm", "ours", "ours_supervised", "ours_relabel"}
     ref = results["references"]["coinrun"]
     for r in results["rows"]:
         expected = (r["mean_return"] - ref["random"]) / (ref["demonstrator"] - ref["random"])
@@ -106,6 +107,18 @@ def test_results_hold_every_method_on_the_same_levels(clean_run):
     cells[-1] = {**cells[-1], "level_seeds": [s + 1 for s in cells[-1]["level_seeds"]]}
     with pytest.raises(ValueError, match="other levels"):
         aggregate(cells, cfg)
+
+
+def test_latent_policy_codes_diagnostic_reevaluates_ours_exactly_beside_the_level_classifier(clean_run):
+    from scripts.latent_policy_codes import Args, main
+
+    cfg, _ = clean_run
+    out = main(Args(run_dir=cfg.run_dir, game="coinrun", ks=(8,), threads=1), cfg)
+    rows = {r["agent"]: r for r in out["rows"]}
+    assert len(rows) == 3 and all(len(r["returns"]) == cfg.eval_episodes for r in rows.values())
+    ours = json.loads(cell_path(cfg.run_dir, "coinrun", "ours", 8, 0).read_text())
+    assert rows["ours (MSE latent policy)"]["returns"] == ours["returns"]  # the benchmark's own cell
+    assert 0 <= rows["level classifier, argmax levels"]["action_accuracy"] <= 1
 
 
 def test_other_settings_in_the_same_run_dir_are_refused(clean_run):
@@ -289,6 +302,12 @@ def test_sampled_pseudo_labels_keep_the_idms_uncertainty(encoded_dataset):
     assert not (pseudo_label(idm, ds, t, coding, "sample", seed=2) == drawn).all()
     with pytest.raises(ValueError, match="choose 'argmax' or 'sample'"):
         pseudo_label(idm, ds, t[:4], coding, "greedy")
+    # ours_relabel's labeler: a head that reads stored latents (here: action = the latent's argmax)
+    latents = np.eye(3, dtype=np.float32)[np.arange(len(ds)) % 3] * 20
+    head = torch.nn.Linear(3, 3, bias=False)
+    torch.nn.init.eye_(head.weight)
+    labels = pseudo_label(head, ds, t, coding, "sample", seed=1, read=lambda tt: latents[tt])
+    assert (labels == t % 3).all()
     with pytest.raises(ValueError, match="idm_pseudo_labels"):
         BenchmarkConfig(idm_pseudo_labels="greedy")
 
