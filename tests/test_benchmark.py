@@ -208,6 +208,13 @@ def test_targets_pair_episodes_on_the_same_levels_and_flag_a_game_worse_beyond_i
     assert not targets(by_key, refs, [])["ours_above_bc_and_idm_at_every_k_ge_64"]  # no IDM row: not shown
     by_key.update({(g, "idm", 64): cell([0, 0, 0, 0]) for g in ("a", "b")})
     assert targets(by_key, refs, [])["ours_above_bc_and_idm_at_every_k_ge_64"]
+    # the targets follow the row named ours (BenchmarkConfig.ours), here one below BC on game a
+    by_key[("a", "ours_relabel", 64)] = cell([-2, -2, -1, -2])
+    relabel = targets(by_key, refs, [], "ours_relabel")
+    assert relabel["ours"] == "ours_relabel" and list(relabel["paired_differences"]["k64_ours_minus_bc"]["per_game"]) == ["a"]
+    assert relabel["paired_differences"]["k64_ours_minus_bc"]["per_game"]["a"]["worse_beyond_ci"]
+    with pytest.raises(ValueError, match="ours 'bc': choose one of"):
+        BenchmarkConfig(ours="bc")
 
 
 def test_rl_rows_fine_tune_ours_and_train_ppo_from_scratch(tmp_path):
