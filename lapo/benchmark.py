@@ -807,7 +807,7 @@ def format_results(results: dict) -> str:
             vals = {a["k"]: a["normalized_return"] for a in avg if a["method"] == method}
             if vals:
                 out.append(f"| {METHOD_NAMES[method]} | " + " | ".join(
-                    f"{vals.get(k, vals.get(None)):.2f}" for k in ks) + " |")
+                    "—" if (v := vals.get(k, vals.get(None))) is None else f"{v:.2f}" for k in ks) + " |")
     t = results.get("targets", {})
     if t.get("paired_differences"):
         out += ["", f"### targets over {len(t['games'])} game(s) ({', '.join(t['games'])})", "",
@@ -831,8 +831,11 @@ def format_results(results: dict) -> str:
     return "\n".join(out)
 
 
-def _accuracies(row: dict) -> str:
-    """``probe / agent`` held-out accuracies of a row (``—`` where there is no probe)."""
+def _accuracies(row: dict | None) -> str:
+    """``probe / agent`` held-out accuracies of a row (``—`` where there is no probe, and for a cell
+    not finished yet: a ``--report-only`` of a running sweep)."""
+    if row is None:
+        return "—"
     probe = "—" if row["probe_accuracy"] is None else f"{row['probe_accuracy']:.2f}"
     return f"{probe} / {row['action_accuracy']:.2f}"
 
