@@ -263,6 +263,7 @@ class GameRun:
         self.train_t, test_t = self.ds.episode_split(cfg.probe_fraction, seed=0)
         self.test_t = test_t[np.linspace(0, len(test_t) - 1, min(len(test_t), cfg.probe_max)).astype(int)]
         self._test_actions = None
+        self._labels: dict[int, object] = {}
         self._shared: dict[int, tuple] = {}
 
     # --- the doors to true actions ---
@@ -282,12 +283,16 @@ class GameRun:
 
     # --- shared per-seed stages (frames only) ---
     def lam_labels(self, seed: int):
-        """The video's latent-action ``Labels`` of a seed: LAM -> labels, each reused if saved."""
-        from lapo import stages
+        """The video's latent-action ``Labels`` of a seed: LAM -> labels, each reused if saved (and
+        held for the run's other cells of that seed)."""
+        if seed not in self._labels:
+            from lapo import stages
 
-        cfg, d = self.cfg, self.dir / f"seed{seed}"
-        stages.train_lam(self.ds, d / "lam", cfg.lam, dataclasses.replace(cfg.lam_train, seed=seed), d / "tb" / "lam")
-        return stages.label(d / "lam", self.ds, d / "labels", device=cfg.lam_train.device)
+            cfg, d = self.cfg, self.dir / f"seed{seed}"
+            stages.train_lam(self.ds, d / "lam", cfg.lam, dataclasses.replace(cfg.lam_train, seed=seed),
+                             d / "tb" / "lam")
+            self._labels[seed] = stages.label(d / "lam", self.ds, d / "labels", device=cfg.lam_train.device)
+        return self._labels[seed]
 
     def latent_stages(self, seed: int):
         """``(Labels, latent policy)`` of a seed: :meth:`lam_labels` -> latent BC, each reused if saved."""

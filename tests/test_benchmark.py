@@ -13,7 +13,7 @@ import torch
 
 from envs.dataset import EpisodeDataset
 from envs.procgen import N_ACTIONS
-from lapo.benchmark import (METHODS, OPTIONAL, TRAINED, BenchmarkConfig, GameRun, aggregate, cell_path, cells_of,
+from lapo.benchmark import (METHOD_NAMES, METHODS, OPTIONAL, TRAINED, BenchmarkConfig, GameRun, aggregate, cell_path, cells_of,
                             finetune_curves, paper_preset, run_benchmark, targets)
 from lapo.decoder import ActionHeadConfig
 from lapo.lam import LAMConfig, LAMTrainConfig, LatentActionModel
@@ -71,7 +71,7 @@ def test_poisoned_unlabeled_actions_change_nothing_but_the_oracle(clean_run, tmp
     assert not torch.equal(clean_oracle.logits(obs), dirty_oracle.logits(obs))
 
 
-def test_rerun_resumes_and_a_new_k_adds_only_its_cells(clean_run):
+def test_rerun_resumes_and_a_new_k_adds_only_its_cells(clean_run, tmp_path):
     cfg, results = clean_run
     stamps = {c: cell_path(cfg.run_dir, "coinrun", *c).stat().st_mtime_ns for c in cells_of(cfg, "coinrun")}
     more = dataclasses.replace(cfg, ks=(8, 16))
@@ -92,6 +92,15 @@ def test_rerun_resumes_and_a_new_k_adds_only_its_cells(clean_run):
     subset = run_benchmark(dataclasses.replace(more, methods=("bc",), report_only=True))
     assert {(r["method"], r["k"]) for r in subset["rows"]} == {(r["method"], r["k"]) for r in again["rows"]}
     assert subset["missing_cells"] == []
+    # a report of a sweep still running: a method finished at one k and not the other prints "—"
+    partial = dataclasses.replace(more, run_dir=tmp_path / "partial", report_only=True)
+    shutil.copytree(cfg.run_dir, partial.run_dir)
+    cell_path(partial.run_dir, "coinrun", "ours_relabel", 16, 0).unlink()
+    report = run_benchmark(partial)
+    assert report["missing_cells"] == ["cells/coinrun/ours_relabel/k16/seed0.json"]
+    line = next(ln for ln in (partial.run_dir / "results.md").read_text().splitlines()
+                if ln.startswith(f"| {METHOD_NAMES['ours_relabel']} |") and ln.endswith("| — |"))
+    assert len(line.split("|")) == 5  # method, k=8, k=16
 
 
 def test_results_hold_every_method_on_the_same_levels(clean_run):
