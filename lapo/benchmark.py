@@ -262,9 +262,13 @@ class GameRun:
                                                demonstrator=self.demonstrator_dir,
                                                distribution_mode=cfg.distribution_mode))
         self.coding = cfg.head.coding(space_to_json(self.ds.action_space))
-        # held-out episodes: never in a training set that uses actions, never in a BC stage
-        self.train_t, test_t = self.ds.episode_split(cfg.probe_fraction, seed=0)
-        self.test_t = test_t[np.linspace(0, len(test_t) - 1, min(len(test_t), cfg.probe_max)).astype(int)]
+        self._hold_out()
+
+    def _hold_out(self):
+        """Split the video's episodes (held-out ones: never in a training set that uses actions,
+        never in a BC stage) and start the per-seed caches."""
+        self.train_t, test_t = self.ds.episode_split(self.cfg.probe_fraction, seed=0)
+        self.test_t = test_t[np.linspace(0, len(test_t) - 1, min(len(test_t), self.cfg.probe_max)).astype(int)]
         self._test_actions = None
         self._labels: dict[int, object] = {}
         self._shared: dict[int, tuple] = {}

@@ -149,10 +149,7 @@ class TaskMixRun(GameRun):
         self.dir = Path(cfg.run_dir) / GAME
         self.ds = stages.collect(dataclasses.replace(cfg.video, out=self.dir / "dataset", workers=cfg.num_envs))
         self.coding = cfg.head.coding(space_to_json(self.ds.action_space))
-        self.train_t, test_t = self.ds.episode_split(cfg.probe_fraction, seed=0)
-        self.test_t = test_t[np.linspace(0, len(test_t) - 1, min(len(test_t), cfg.probe_max)).astype(int)]
-        self._test_actions = None
-        self._shared = {}
+        self._hold_out()
 
     def subset(self, k: int, seed: int):
         """Every transition of k labeled episodes per task, drawn from the training episodes."""
