@@ -1,5 +1,6 @@
-"""Atomic file and directory writes (an interrupted run leaves the previous good state) and JSON-ready
-config records. The lowest layer: ``envs``, ``lapo`` and ``worldmodel`` all write through here."""
+"""Atomic file and directory writes (an interrupted run leaves the previous good state), file locks
+(processes sharing a run directory) and JSON-ready config records. The lowest layer: ``envs``,
+``lapo`` and ``worldmodel`` all write through here."""
 
 from __future__ import annotations
 
@@ -42,6 +43,37 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True):
     os.replace(tmp, path)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike | None, wait: bool = True):
+    """Hold an exclusive advisory lock for ``path`` (``fcntl.flock`` on ``.NAME.lock`` beside it) while
+    the block runs, so that processes sharing a run directory never compute the same output at once;
+    the OS releases it when its holder exits, also on a crash. Yields True when held; with
+    ``wait=False`` it yields False at once when another process holds it (then nothing is locked).
+    Under torchrun (``WORLD_SIZE > 1``) it locks nothing and yields True: the ranks of one job
+    compute each output together; so does ``path=None`` (an output that is not saved). POSIX only
+    (``fcntl``)."""
+    import fcntl
+
+    if path is None or int(os.environ.get("WORLD_SIZE", 1)) > 1:
+        yield True
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                yield False
+                return
+            print(f"waiting for another process that is computing {path}", flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -558,7 +558,7 @@ def check_run_dir(cfg: BenchmarkConfig) -> None:
         stored = json.loads(path.read_text())
         old = {**jsonable(BenchmarkConfig()), **stored}
         diff = sorted(k for k in set(settings) if old.get(k) != settings.get(k))
-        if not any(p for m in RL_METHODS for p in Path(cfg.run_dir).glob(f"cells/*/{m}")):
+        if not any(p for m in RL_METHODS for p in Path(cfg.run_dir).glob(f"cells/*/{m}/*/seed*.json")):
             if any(k in RL_FIELDS for k in diff):  # no RL cell made with the stored ones yet
                 atomic_write_text(path, json.dumps({**stored, **{k: settings[k] for k in RL_FIELDS}}, indent=2))
             diff = [k for k in diff if k not in RL_FIELDS]
@@ -586,8 +586,13 @@ def cells_of(cfg: BenchmarkConfig, game: str):
 
 def run_benchmark(cfg: BenchmarkConfig) -> dict:
     """Run every missing cell, then aggregate; returns the results dict also written to
-    ``run_dir/results.json`` (plus ``results.md`` and ``normalized_return.png``)."""
-    from envs.io import atomic_write_text
+    ``run_dir/results.json`` (plus ``results.md`` and ``normalized_return.png``).
+
+    Several processes may share ``run_dir`` (e.g. two 1-thread workers on 2 cores, the same command
+    twice): each cell, and each stage the cells share (the video, a seed's LAM, labels and latent
+    policy), is computed by one of them under a file lock (:func:`envs.io.file_lock`); a worker
+    skips cells another one holds and comes back to them at the end."""
+    from envs.io import atomic_write_text, file_lock
     from lapo.training import set_threads
 
     set_threads(cfg.threads)
@@ -601,11 +606,18 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         if not todo or cfg.report_only:
             continue
         game_run = GameRun(cfg, game)
-        for method, k, seed in todo:
-            cell = game_run.run_cell(method, k, seed)
-            atomic_write_text(cell_path(run, game, method, k, seed), json.dumps(cell))
-            print(f"  {game} {method} k={k} seed={seed}: return {cell['mean_return']:.2f} "
-                  f"({cell['train_seconds']:.0f} s train, {cell['eval_seconds']:.0f} s eval)")
+        busy = []  # cells another process sharing the run directory is computing: last, then waited for
+        for wait, cells in ((False, todo), (True, busy)):
+            for method, k, seed in cells:
+                path = cell_path(run, game, method, k, seed)
+                with file_lock(path, wait=wait) as held:
+                    if not held:
+                        busy.append((method, k, seed))
+                    elif not path.is_file():  # else another process finished it meanwhile
+                        cell = game_run.run_cell(method, k, seed)
+                        atomic_write_text(path, json.dumps(cell))
+                        print(f"  {game} {method} k={k} seed={seed}: return {cell['mean_return']:.2f} "
+                              f"({cell['train_seconds']:.0f} s train, {cell['eval_seconds']:.0f} s eval)")
     # the table reports every method's finished cells, not only the methods this call ran
     everything = dataclasses.replace(cfg, methods=TRAINED + OPTIONAL)
     missing = [str(p.relative_to(run)) for g in cfg.games for c in cells_of(cfg, g)
@@ -615,6 +627,11 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     results = aggregate(cells, cfg)
     results["finetune_curves"] = finetune_curves(everything, results["references"])
     results["missing_cells"] = missing
+    # the targets are evaluated on the finished cells of the "ours" row, whichever methods this call ran
+    only_ours = dataclasses.replace(cfg, methods=(cfg.ours,))
+    results["targets"]["ours_missing_cells"] = [
+        str(p.relative_to(run)) for g in cfg.games for c in cells_of(only_ours, g)
+        if c[0] == cfg.ours and not (p := cell_path(run, g, *c)).is_file()]
     results["wall_seconds_this_call"] = round(time.perf_counter() - t_start, 1)
     results["hardware"] = hardware()
     results["config"] = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
@@ -625,6 +642,9 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     print(table)
     if missing:
         print(f"{len(missing)} cells of the sweep are missing (not in the table): {missing[:5]} ...")
+    if results["targets"]["ours_missing_cells"]:
+        print(f"the targets leave out {len(results['targets']['ours_missing_cells'])} missing cells of the "
+              f"'ours' row ({cfg.ours}); run them with --methods {cfg.ours} (or choose the row with --ours)")
     return results
 
 
@@ -823,7 +843,10 @@ def format_results(results: dict) -> str:
     t = results.get("targets", {})
     if t.get("paired_differences"):
         out += ["", f"### targets over {len(t['games'])} game(s) ({', '.join(t['games'])})", "",
-                f"ours = {METHOD_NAMES[t.get('ours', 'ours')]}", "",
+                f"ours = {METHOD_NAMES[t.get('ours', 'ours')]}"
+                + (f"; {len(t['ours_missing_cells'])} of its cells are missing and left out: "
+                   + ", ".join(t["ours_missing_cells"][:4]) + (" ..." if len(t["ours_missing_cells"]) > 4 else "")
+                   if t.get("ours_missing_cells") else ""), "",
                 "ours at k=256, average normalized return: "
                 + (f"{t['ours_k256_average_normalized']:.2f} (target >= 0.8 over >= 4 games)"
                    if t["ours_k256_average_normalized"] is not None else "-"), "",

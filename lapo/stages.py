@@ -8,7 +8,10 @@ training state an interrupted run left there (see :mod:`lapo.training`). ``reuse
 regardless, and so does a training stage whose config says ``resume="never"`` (it then starts
 from scratch). The quickstart
 (:mod:`lapo.pipeline`), the benchmark (:mod:`lapo.benchmark`) and the CLIs (:mod:`scripts`)
-compose these functions and hold no training logic of their own.
+compose these functions and hold no training logic of their own. A stage that saves its output
+holds a file lock on it (:func:`envs.io.file_lock`) from the reuse check to the save, so processes
+sharing a run directory (two ``lapo benchmark`` workers) compute each output once: the second
+waits, then reuses it.
 
 True actions are read by :func:`fit_head` and :func:`behaviour_cloning` (their callers pass a
 labeled subset, or, for the oracle baseline, all actions) and by :func:`train_lam`'s diagnostic
@@ -28,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from envs.dataset import EpisodeDataset, LabeledSubset, space_to_json
+from envs.io import file_lock
 from lapo.decoder import ActionCoding, ActionHeadConfig
 from lapo.lam import LAMConfig, LAMTrainConfig, LatentActionModel
 from lapo.policy import Policy, PolicyConfig, PolicyTrainConfig
@@ -86,12 +90,13 @@ def collect(cfg, reuse: bool = True) -> EpisodeDataset:
         from envs.collect import collect_record
 
     meta = Path(cfg.out) / "meta.json"
-    recorded = json.loads(meta.read_text()).get("collect_config") if meta.is_file() else None
-    if meta.is_file() and recorded is None:
-        raise FileExistsError(f"{cfg.out} holds a dataset that `lapo collect` did not make (imported video?); "
-                              "choose another output directory rather than overwrite it")
-    if not (reuse and recorded == collect_record(cfg)):
-        run_collect(dataclasses.replace(cfg, overwrite=True))
+    with file_lock(cfg.out):
+        recorded = json.loads(meta.read_text()).get("collect_config") if meta.is_file() else None
+        if meta.is_file() and recorded is None:
+            raise FileExistsError(f"{cfg.out} holds a dataset that `lapo collect` did not make (imported video?); "
+                                  "choose another output directory rather than overwrite it")
+        if not (reuse and recorded == collect_record(cfg)):
+            run_collect(dataclasses.replace(cfg, overwrite=True))
     return EpisodeDataset(cfg.out)
 
 
@@ -106,12 +111,13 @@ def train_lam(dataset: EpisodeDataset, out: Path, model_cfg: LAMConfig, train_cf
     from lapo.lam import train_lam as run
 
     record = lam_record(dataset, model_cfg, train_cfg, labeled, head_cfg)
-    if reuse and train_cfg.resume == "auto" and stored_record(Path(out), "config.json") == record:
-        lam = LatentActionModel.from_pretrained(out, train_cfg.device)
-        return lam, lam.pretrained_meta.get("val_metrics", {})
-    if not reuse:
-        train_cfg = dataclasses.replace(train_cfg, resume="never")
-    return run(dataset.path, out, model_cfg, train_cfg, log_dir=log_dir, labeled=labeled, head_cfg=head_cfg)
+    with file_lock(out):
+        if reuse and train_cfg.resume == "auto" and stored_record(Path(out), "config.json") == record:
+            lam = LatentActionModel.from_pretrained(out, train_cfg.device)
+            return lam, lam.pretrained_meta.get("val_metrics", {})
+        if not reuse:
+            train_cfg = dataclasses.replace(train_cfg, resume="never")
+        return run(dataset.path, out, model_cfg, train_cfg, log_dir=log_dir, labeled=labeled, head_cfg=head_cfg)
 
 
 def label(lam_dir: Path, dataset: EpisodeDataset, out: Path, reuse: bool = True, device: str = "auto"):
@@ -120,8 +126,9 @@ def label(lam_dir: Path, dataset: EpisodeDataset, out: Path, reuse: bool = True,
     from lapo.label import Labels, label_dataset
 
     record = {"lam": fingerprint(lam_dir), "dataset": dataset.fingerprint()}
-    if not (reuse and stored_record(Path(out), "meta.json") == record):
-        label_dataset(lam_dir, dataset.path, out, overwrite=True, device=device, record=record)
+    with file_lock(out):
+        if not (reuse and stored_record(Path(out), "meta.json") == record):
+            label_dataset(lam_dir, dataset.path, out, overwrite=True, device=device, record=record)
     return Labels(out)
 
 
@@ -136,13 +143,14 @@ def latent_bc(dataset: EpisodeDataset, labels, out: Path, policy_cfg: PolicyConf
     cfg = dataclasses.replace(policy_cfg, out_dim=int(labels.meta["latent_dim"]))
     record = run_record(cfg, train_cfg, dataset=dataset.fingerprint(), labels=fingerprint(labels.path),
                         pool=pool_hash(pool))
-    if reuse and train_cfg.resume == "auto" and stored_record(Path(out), "config.json") == record:
-        return Policy.from_pretrained(out, train_cfg.device)
-    if not reuse:
-        train_cfg = dataclasses.replace(train_cfg, resume="never")
-    policy = train_policy(dataset.frames, pool, np.asarray(labels.latents[pool]), cfg, train_cfg, "mse", writer,
-                          "latent_policy", out_dir=out, record=record)
-    _save_main(policy, out, record=record, labels=str(labels.path))
+    with file_lock(out):
+        if reuse and train_cfg.resume == "auto" and stored_record(Path(out), "config.json") == record:
+            return Policy.from_pretrained(out, train_cfg.device)
+        if not reuse:
+            train_cfg = dataclasses.replace(train_cfg, resume="never")
+        policy = train_policy(dataset.frames, pool, np.asarray(labels.latents[pool]), cfg, train_cfg, "mse", writer,
+                              "latent_policy", out_dir=out, record=record)
+        _save_main(policy, out, record=record, labels=str(labels.path))
     return policy
 
 
@@ -159,15 +167,17 @@ def behaviour_cloning(dataset: EpisodeDataset, indices: np.ndarray, actions: np.
     record = run_record(cfg, train_cfg, dataset=dataset.fingerprint(), indices=pool_hash(indices),
                         actions=hashlib.sha256(np.ascontiguousarray(actions).tobytes()).hexdigest()[:16],
                         coding=coding) if out else None
-    if out is not None and reuse and train_cfg.resume == "auto" and stored_record(Path(out), "config.json") == record:
-        return Agent.from_pretrained(out, train_cfg.device)
-    if not reuse:
-        train_cfg = dataclasses.replace(train_cfg, resume="never")
-    policy = train_policy(dataset.frames, indices, actions, cfg, train_cfg, coding, writer, tag, out_dir=out,
-                          record=record)
-    agent = Agent(policy, coding=coding)
-    if out is not None:
-        _save_main(agent, out, record=record)
+    with file_lock(out):
+        if (out is not None and reuse and train_cfg.resume == "auto"
+                and stored_record(Path(out), "config.json") == record):
+            return Agent.from_pretrained(out, train_cfg.device)
+        if not reuse:
+            train_cfg = dataclasses.replace(train_cfg, resume="never")
+        policy = train_policy(dataset.frames, indices, actions, cfg, train_cfg, coding, writer, tag, out_dir=out,
+                              record=record)
+        agent = Agent(policy, coding=coding)
+        if out is not None:
+            _save_main(agent, out, record=record)
     return agent
 
 

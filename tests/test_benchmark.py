@@ -98,9 +98,49 @@ def test_rerun_resumes_and_a_new_k_adds_only_its_cells(clean_run, tmp_path):
     cell_path(partial.run_dir, "coinrun", "ours_relabel", 16, 0).unlink()
     report = run_benchmark(partial)
     assert report["missing_cells"] == ["cells/coinrun/ours_relabel/k16/seed0.json"]
+    # the targets name the missing cells of the "ours" row they leave out, whichever --methods ran
+    assert report["targets"]["ours_missing_cells"] == ["cells/coinrun/ours_relabel/k16/seed0.json"]
+    bc_only = run_benchmark(dataclasses.replace(partial, methods=("bc",)))
+    assert bc_only["missing_cells"] == [] and bc_only["targets"]["ours_missing_cells"] == report["missing_cells"]
     line = next(ln for ln in (partial.run_dir / "results.md").read_text().splitlines()
                 if ln.startswith(f"| {METHOD_NAMES['ours_relabel']} |") and ln.endswith("| — |"))
     assert len(line.split("|")) == 5  # method, k=8, k=16
+
+
+def test_workers_sharing_a_run_dir_compute_each_cell_once(clean_run, tmp_path):
+    import threading
+    import time
+
+    from envs.io import file_lock
+
+    cfg, _ = clean_run
+    shared = dataclasses.replace(cfg, run_dir=tmp_path / "shared")
+    shutil.copytree(cfg.run_dir, shared.run_dir)
+    busy, free = ("bc", 8, 0), ("ours_relabel", 8, 0)  # busy comes first in the sweep's order
+    for c in (busy, free):
+        cell_path(shared.run_dir, "coinrun", *c).unlink()
+    theirs = {**json.loads(cell_path(cfg.run_dir, "coinrun", *busy).read_text()), "by": "the other worker"}
+    holding, written_meanwhile = threading.Event(), []
+
+    def other_worker():  # holds the busy cell until this worker has moved past it to the free one
+        with file_lock(cell_path(shared.run_dir, "coinrun", *busy)):
+            holding.set()
+            deadline = time.monotonic() + 600
+            while not cell_path(shared.run_dir, "coinrun", *free).is_file() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            written_meanwhile.append(cell_path(shared.run_dir, "coinrun", *busy).exists())
+            cell_path(shared.run_dir, "coinrun", *busy).write_text(json.dumps(theirs))
+
+    t = threading.Thread(target=other_worker)
+    t.start()
+    holding.wait()
+    results = run_benchmark(shared)
+    t.join()
+    assert written_meanwhile == [False]  # this worker skipped the cell the other one held
+    assert json.loads(cell_path(shared.run_dir, "coinrun", *busy).read_text()) == theirs  # and did not redo it
+    assert cell_path(shared.run_dir, "coinrun", *free).is_file() and results["missing_cells"] == []
+    with file_lock(shared.run_dir / "x") as held, file_lock(shared.run_dir / "x", wait=False) as second:
+        assert held and not second  # one holder at a time, also within a process (flock per open file)
 
 
 def test_results_hold_every_method_on_the_same_levels(clean_run):
