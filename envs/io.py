@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import os
 import shutil
@@ -45,19 +46,47 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = True):
         shutil.rmtree(old, ignore_errors=True)
 
 
+class LockBusy(RuntimeError):
+    """Another process holds the lock :func:`file_lock` asked for, inside :func:`wait_for_locks(False)
+    <wait_for_locks>`. ``path`` is the locked output."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"another process is computing {path}")
+        self.path = path
+
+
+_WAIT_FOR_LOCKS = contextvars.ContextVar("wait_for_locks", default=True)
+
+
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike | None, wait: bool = True):
+def wait_for_locks(wait: bool):
+    """Within the block (this thread), a :func:`file_lock` that another process holds is waited for
+    (``True``, the default outside any such block) or raises :class:`LockBusy` at once (``False``): how a
+    benchmark worker moves on to work that nobody holds."""
+    token = _WAIT_FOR_LOCKS.set(wait)
+    try:
+        yield
+    finally:
+        _WAIT_FOR_LOCKS.reset(token)
+
+
+@contextlib.contextmanager
+def file_lock(path: str | os.PathLike | None):
     """Hold an exclusive advisory lock for ``path`` (``fcntl.flock`` on ``.NAME.lock`` beside it) while
     the block runs, so that processes sharing a run directory never compute the same output at once;
-    the OS releases it when its holder exits, also on a crash. Yields True when held; with
-    ``wait=False`` it yields False at once when another process holds it (then nothing is locked).
-    Under torchrun (``WORLD_SIZE > 1``) it locks nothing and yields True: the ranks of one job
-    compute each output together; so does ``path=None`` (an output that is not saved). POSIX only
-    (``fcntl``)."""
+    the OS releases it when its holder exits, also on a crash. A lock held by another process (or by
+    another open of it in this one) is waited for, or, inside :func:`wait_for_locks(False)
+    <wait_for_locks>`, raises :class:`LockBusy`. Under torchrun (``WORLD_SIZE > 1``) it locks nothing:
+    the ranks of one job compute each output together; nor does ``path=None`` (an output that is not
+    saved). POSIX only (``fcntl``).
+
+    Raises:
+        LockBusy: the lock is held elsewhere and waiting is off.
+    """
     import fcntl
 
     if path is None or int(os.environ.get("WORLD_SIZE", 1)) > 1:
-        yield True
+        yield
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,13 +94,12 @@ def file_lock(path: str | os.PathLike | None, wait: bool = True):
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            if not wait:
-                yield False
-                return
+            if not _WAIT_FOR_LOCKS.get():
+                raise LockBusy(path) from None
             print(f"waiting for another process that is computing {path}", flush=True)
             fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            yield True
+            yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
 

@@ -87,6 +87,7 @@ METHOD_NAMES = {"random": "random", "demonstrator": "demonstrator", "oracle_bc":
                 "ours_supervised": "ours + k labels inside LAM training (LAOM-style)",
                 "ours_finetune": "ours + PPO fine-tune", "ppo_scratch": "PPO from scratch"}
 SWEEP_FIELDS = ("games", "ks", "seeds", "methods", "ours", "run_dir", "threads", "report_only")  # may change between reruns
+RETRY_SECONDS = 30.0  # a worker sharing its run dir, with only held cells left, retries them this often
 RL_METHODS = ("ours_finetune", "ppo_scratch")  # the PPO rows, runs "agent" and "scratch" of lapo.finetune
 RL_FIELDS = ("ppo", "finetune_k", "finetune_frames", "finetune_eval_every")  # read by the RL rows only
 
@@ -591,8 +592,9 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     Several processes may share ``run_dir`` (e.g. two 1-thread workers on 2 cores, the same command
     twice): each cell, and each stage the cells share (the video, a seed's LAM, labels and latent
     policy), is computed by one of them under a file lock (:func:`envs.io.file_lock`); a worker
-    skips cells another one holds and comes back to them at the end."""
-    from envs.io import atomic_write_text, file_lock
+    moves on from a cell another one holds, or whose shared stage another one is computing, and
+    retries it (every ``RETRY_SECONDS`` when all it has left are held)."""
+    from envs.io import LockBusy, atomic_write_text, file_lock, wait_for_locks
     from lapo.training import set_threads
 
     set_threads(cfg.threads)
@@ -606,18 +608,27 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
         if not todo or cfg.report_only:
             continue
         game_run = GameRun(cfg, game)
-        busy = []  # cells another process sharing the run directory is computing: last, then waited for
-        for wait, cells in ((False, todo), (True, busy)):
-            for method, k, seed in cells:
+        pending, announced = todo, set()
+        while pending:  # cells another process holds (the cell, or a stage it needs) are retried
+            held = []
+            for method, k, seed in pending:
                 path = cell_path(run, game, method, k, seed)
-                with file_lock(path, wait=wait) as held:
-                    if not held:
-                        busy.append((method, k, seed))
-                    elif not path.is_file():  # else another process finished it meanwhile
+                try:
+                    with wait_for_locks(False), file_lock(path):
+                        if path.is_file():  # another process finished it meanwhile
+                            continue
                         cell = game_run.run_cell(method, k, seed)
                         atomic_write_text(path, json.dumps(cell))
-                        print(f"  {game} {method} k={k} seed={seed}: return {cell['mean_return']:.2f} "
-                              f"({cell['train_seconds']:.0f} s train, {cell['eval_seconds']:.0f} s eval)")
+                    print(f"  {game} {method} k={k} seed={seed}: return {cell['mean_return']:.2f} "
+                          f"({cell['train_seconds']:.0f} s train, {cell['eval_seconds']:.0f} s eval)")
+                except LockBusy as busy:
+                    held.append((method, k, seed))
+                    if (method, k, seed) not in announced:
+                        announced.add((method, k, seed))
+                        print(f"  {game} {method} k={k} seed={seed}: {busy}; back to it later", flush=True)
+            if len(held) == len(pending):  # nothing done this round: all held elsewhere
+                time.sleep(RETRY_SECONDS)
+            pending = held
     # the table reports every method's finished cells, not only the methods this call ran
     everything = dataclasses.replace(cfg, methods=TRAINED + OPTIONAL)
     missing = [str(p.relative_to(run)) for g in cfg.games for c in cells_of(cfg, g)

@@ -10,8 +10,8 @@ from scratch). The quickstart
 (:mod:`lapo.pipeline`), the benchmark (:mod:`lapo.benchmark`) and the CLIs (:mod:`scripts`)
 compose these functions and hold no training logic of their own. A stage that saves its output
 holds a file lock on it (:func:`envs.io.file_lock`) from the reuse check to the save, so processes
-sharing a run directory (two ``lapo benchmark`` workers) compute each output once: the second
-waits, then reuses it.
+sharing a run directory compute each output once: the second waits, then reuses it (a
+``lapo benchmark`` worker instead moves on to other cells: :func:`lapo.benchmark.run_benchmark`).
 
 True actions are read by :func:`fit_head` and :func:`behaviour_cloning` (their callers pass a
 labeled subset, or, for the oracle baseline, all actions) and by :func:`train_lam`'s diagnostic

@@ -107,40 +107,46 @@ def test_rerun_resumes_and_a_new_k_adds_only_its_cells(clean_run, tmp_path):
     assert len(line.split("|")) == 5  # method, k=8, k=16
 
 
-def test_workers_sharing_a_run_dir_compute_each_cell_once(clean_run, tmp_path):
+def test_workers_sharing_a_run_dir_compute_each_cell_and_stage_once(clean_run, tmp_path, monkeypatch):
     import threading
     import time
 
-    from envs.io import file_lock
+    import lapo.benchmark
+    from envs.io import LockBusy, file_lock, wait_for_locks
 
     cfg, _ = clean_run
     shared = dataclasses.replace(cfg, run_dir=tmp_path / "shared")
     shutil.copytree(cfg.run_dir, shared.run_dir)
-    busy, free = ("bc", 8, 0), ("ours_relabel", 8, 0)  # busy comes first in the sweep's order
-    for c in (busy, free):
-        cell_path(shared.run_dir, "coinrun", *c).unlink()
+    monkeypatch.setattr(lapo.benchmark, "RETRY_SECONDS", 0.05)
+    # in the sweep's order: a cell the other worker holds, a cell needing the latent policy it is
+    # training, and one that needs neither (the LAM's labels only)
+    busy, blocked, free = ("bc", 8, 0), ("ours", 8, 0), ("ours_relabel", 8, 0)
+    paths = {c: cell_path(shared.run_dir, "coinrun", *c) for c in (busy, blocked, free)}
+    for p in paths.values():
+        p.unlink()
     theirs = {**json.loads(cell_path(cfg.run_dir, "coinrun", *busy).read_text()), "by": "the other worker"}
     holding, written_meanwhile = threading.Event(), []
 
-    def other_worker():  # holds the busy cell until this worker has moved past it to the free one
-        with file_lock(cell_path(shared.run_dir, "coinrun", *busy)):
+    def other_worker():  # holds the cell and the stage until this worker has done the free cell
+        with file_lock(paths[busy]), file_lock(shared.run_dir / "coinrun" / "seed0" / "latent_policy"):
             holding.set()
             deadline = time.monotonic() + 600
-            while not cell_path(shared.run_dir, "coinrun", *free).is_file() and time.monotonic() < deadline:
+            while not paths[free].is_file() and time.monotonic() < deadline:
                 time.sleep(0.05)
-            written_meanwhile.append(cell_path(shared.run_dir, "coinrun", *busy).exists())
-            cell_path(shared.run_dir, "coinrun", *busy).write_text(json.dumps(theirs))
+            written_meanwhile.extend([paths[busy].exists(), paths[blocked].exists()])
+            paths[busy].write_text(json.dumps(theirs))
 
     t = threading.Thread(target=other_worker)
     t.start()
     holding.wait()
     results = run_benchmark(shared)
     t.join()
-    assert written_meanwhile == [False]  # this worker skipped the cell the other one held
-    assert json.loads(cell_path(shared.run_dir, "coinrun", *busy).read_text()) == theirs  # and did not redo it
-    assert cell_path(shared.run_dir, "coinrun", *free).is_file() and results["missing_cells"] == []
-    with file_lock(shared.run_dir / "x") as held, file_lock(shared.run_dir / "x", wait=False) as second:
-        assert held and not second  # one holder at a time, also within a process (flock per open file)
+    assert written_meanwhile == [False, False]  # this worker moved on to the free cell
+    assert json.loads(paths[busy].read_text()) == theirs  # and did not redo the other worker's cell
+    assert paths[blocked].is_file() and paths[free].is_file() and results["missing_cells"] == []
+    with file_lock(shared.run_dir / "x"), wait_for_locks(False), pytest.raises(LockBusy, match="x"):
+        with file_lock(shared.run_dir / "x"):  # one holder at a time, also within a process
+            pass
 
 
 def test_results_hold_every_method_on_the_same_levels(clean_run):
