@@ -105,7 +105,9 @@ class BenchmarkConfig:
     methods: tuple[str, ...] = TRAINED
     """Methods besides the two references (random, demonstrator), which always run."""
     run_dir: Path = Path("runs/benchmark")
-    """Cells, shared checkpoints, results.json, results.md and the plot."""
+    """Cells, shared checkpoints, results.json, results.md and the plot. Several workers (the same
+    command run again, e.g. twice with ``--threads 1`` on 2 cores) may share it: each cell and shared
+    stage is computed once (file locks)."""
     num_frames: int = 100_000
     """Video frames per game (whole episodes, demonstrator on training levels)."""
     distribution_mode: str = "easy"
