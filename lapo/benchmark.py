@@ -855,11 +855,11 @@ def format_results(results: dict) -> str:
                     "—" if (v := vals.get(k, vals.get(None))) is None else f"{v:.2f}" for k in ks) + " |")
     t = results.get("targets", {})
     if t.get("paired_differences"):
+        left_out = t.get("ours_missing_cells") or []
         out += ["", f"### targets over {len(t['games'])} game(s) ({', '.join(t['games'])})", "",
                 f"ours = {METHOD_NAMES[t.get('ours', 'ours')]}"
-                + (f"; {len(t['ours_missing_cells'])} of its cells are missing and left out: "
-                   + ", ".join(t["ours_missing_cells"][:4]) + (" ..." if len(t["ours_missing_cells"]) > 4 else "")
-                   if t.get("ours_missing_cells") else ""), "",
+                + (f"; {len(left_out)} of its cells are missing and left out: {', '.join(left_out[:4])}"
+                   + (" ..." if len(left_out) > 4 else "") if left_out else ""), "",
                 "ours at k=256, average normalized return: "
                 + (f"{t['ours_k256_average_normalized']:.2f} (target >= 0.8 over >= 4 games)"
                    if t["ours_k256_average_normalized"] is not None else "-"), "",

@@ -14,7 +14,7 @@ import torch
 from envs.dataset import EpisodeDataset
 from envs.procgen import N_ACTIONS
 from lapo.benchmark import (METHOD_NAMES, METHODS, OPTIONAL, TRAINED, BenchmarkConfig, GameRun, aggregate, cell_path, cells_of,
-                            finetune_curves, paper_preset, run_benchmark, targets)
+                            finetune_curves, format_results, paper_preset, run_benchmark, targets)
 from lapo.decoder import ActionHeadConfig
 from lapo.lam import LAMConfig, LAMTrainConfig, LatentActionModel
 from lapo.policy import PolicyConfig, PolicyTrainConfig, random_shift
@@ -268,6 +268,10 @@ def test_targets_pair_episodes_on_the_same_levels_and_flag_a_game_worse_beyond_i
     relabel = targets(by_key, refs, [], "ours_relabel")
     assert relabel["ours"] == "ours_relabel" and list(relabel["paired_differences"]["k64_ours_minus_bc"]["per_game"]) == ["a"]
     assert relabel["paired_differences"]["k64_ours_minus_bc"]["per_game"]["a"]["worse_beyond_ci"]
+    # the report says which cells of that row the targets leave out (run_benchmark lists them)
+    left_out = [f"cells/b/ours_relabel/k64/seed{s}.json" for s in range(5)]
+    table = format_results({"rows": [], "average_over_games": [], "targets": {**relabel, "ours_missing_cells": left_out}})
+    assert f"5 of its cells are missing and left out: {', '.join(left_out[:4])} ..." in table
     with pytest.raises(ValueError, match="ours 'bc': choose one of"):
         BenchmarkConfig(ours="bc")
 
