@@ -633,18 +633,18 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
             pending = held
     # the table reports every method's finished cells, not only the methods this call ran
     everything = dataclasses.replace(cfg, methods=TRAINED + OPTIONAL)
-    missing = [str(p.relative_to(run)) for g in cfg.games for c in cells_of(cfg, g)
-               if not (p := cell_path(run, g, *c)).is_file()]
+    def missing_of(sweep, methods=None):  # cells of the sweep (of those methods only) not on disk
+        return [str(p.relative_to(run)) for g in sweep.games for c in cells_of(sweep, g)
+                if (methods is None or c[0] in methods) and not (p := cell_path(run, g, *c)).is_file()]
+
+    missing = missing_of(cfg)
     paths = [cell_path(run, g, *c) for g in cfg.games for c in cells_of(everything, g)]
     cells = [json.loads(p.read_text()) for p in paths if p.is_file()]
     results = aggregate(cells, cfg)
     results["finetune_curves"] = finetune_curves(everything, results["references"])
     results["missing_cells"] = missing
     # the targets are evaluated on the finished cells of the "ours" row, whichever methods this call ran
-    only_ours = dataclasses.replace(cfg, methods=(cfg.ours,))
-    results["targets"]["ours_missing_cells"] = [
-        str(p.relative_to(run)) for g in cfg.games for c in cells_of(only_ours, g)
-        if c[0] == cfg.ours and not (p := cell_path(run, g, *c)).is_file()]
+    results["targets"]["ours_missing_cells"] = missing_of(dataclasses.replace(cfg, methods=(cfg.ours,)), (cfg.ours,))
     results["wall_seconds_this_call"] = round(time.perf_counter() - t_start, 1)
     results["hardware"] = hardware()
     results["config"] = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
