@@ -641,7 +641,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     paths = [cell_path(run, g, *c) for g in cfg.games for c in cells_of(everything, g)]
     cells = [json.loads(p.read_text()) for p in paths if p.is_file()]
     results = aggregate(cells, cfg)
-    results["finetune_curves"] = finetune_curves(everything, results["references"])
+    results["finetune_curves"] = finetune_curves(everything, results["references_per_seed"])
     results["missing_cells"] = missing
     # the targets are evaluated on the finished cells of the "ours" row, whichever methods this call ran
     results["targets"]["ours_missing_cells"] = missing_of(dataclasses.replace(cfg, methods=(cfg.ours,)), (cfg.ours,))
@@ -670,6 +670,11 @@ def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
     """Rows per (game, method, k) with mean return, bootstrap CI, normalized return and accuracies,
     the per-k average over games, and the issue's targets evaluated on them.
 
+    Each row is normalized by the references averaged over that row's own seeds (a row run on fewer
+    seeds than the references is not shifted by the others); ``references`` holds them averaged
+    over every seed, ``references_per_seed`` per seed. A cell whose seed has no references yet is
+    left out until they exist.
+
     Raises:
         ValueError: two methods of one (game, seed) were evaluated on different levels.
     """
@@ -684,24 +689,32 @@ def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
         first = levels.setdefault((c["game"], c["seed"]), c["level_seeds"])
         if first != c["level_seeds"]:
             raise ValueError(f"{c['game']} seed {c['seed']}: {c['method']} k={c['k']} played other levels")
-    rows, refs = [], {}
+    rows, refs, per_seed = [], {}, {}
     for game in cfg.games:
-        if any((game, m, None) not in by_key for m in REFERENCES):
+        seed_refs = {}  # seed -> references, for seeds with both
+        for m in REFERENCES:
+            for c in by_key.get((game, m, None), []):
+                seed_refs.setdefault(c["seed"], {})[m] = c["mean_return"]
+        seed_refs = {s: r for s, r in sorted(seed_refs.items()) if len(r) == len(REFERENCES)}
+        if not seed_refs:
             continue  # no references yet: nothing to normalize by
-        ref = {m: float(np.mean([c["mean_return"] for c in by_key[(game, m, None)]])) for m in REFERENCES}
-        refs[game] = ref
+        per_seed[game] = seed_refs
+        refs[game] = reference_over(seed_refs, seed_refs)
         for (g, method, k), group in by_key.items():
-            if g != game:
+            # a cell whose seed has no references yet (another worker is running them) waits
+            group = sorted((c for c in group if c["seed"] in seed_refs), key=lambda c: c["seed"])
+            if g != game or not group:
                 continue
-            group = sorted(group, key=lambda c: c["seed"])
+            seeds = [c["seed"] for c in group]
+            ref = reference_over(seed_refs, seeds)  # the row's own seeds, also for a row run on fewer
             mean = float(np.mean([c["mean_return"] for c in group]))
             lo, hi = bootstrap_ci([c["returns"] for c in group])
             norm = [normalized_return(x, ref["random"], ref["demonstrator"]) for x in (mean, lo, hi)]
             acc = {key: (float(np.mean([c[key] for c in group])) if group[0][key] is not None else None)
                    for key in ("probe_accuracy", "action_accuracy")}
-            rows.append({"game": game, "method": method, "k": k, "seeds": [c["seed"] for c in group],
+            rows.append({"game": game, "method": method, "k": k, "seeds": seeds,
                          "mean_return": mean, "ci95": [lo, hi], "per_seed_mean_return": [c["mean_return"] for c in group],
-                         "normalized_return": norm[0], "normalized_ci95": norm[1:],
+                         "references": ref, "normalized_return": norm[0], "normalized_ci95": norm[1:],
                          "normalized_procgen": procgen_normalized(mean, game),
                          "episodes": sum(len(c["returns"]) for c in group), **acc,
                          "train_seconds": sum(c["train_seconds"] for c in group),
@@ -713,9 +726,20 @@ def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
             vals = [r["normalized_return"] for r in rows if r["method"] == method and r["k"] == k]
             if len(vals) == len(refs):
                 average.append({"method": method, "k": k, "normalized_return": float(np.mean(vals))})
-    return {"rows": rows, "references": refs, "average_over_games": average, "targets": targets(by_key, refs, average, cfg.ours),
+    return {"rows": rows, "references": refs, "references_per_seed": per_seed, "average_over_games": average,
+            "targets": targets(by_key, per_seed, average, cfg.ours),
             "total_train_seconds": sum(c["train_seconds"] for c in cells),
             "total_eval_seconds": sum(c["eval_seconds"] for c in cells)}
+
+
+def reference_over(per_seed: dict, seeds) -> dict:
+    """``{"random": R, "demonstrator": R}``: the mean returns of the two references over ``seeds``
+    (``per_seed``: seed -> the references of that seed, :func:`aggregate`'s ``references_per_seed[game]``).
+
+    Raises:
+        KeyError: a seed without references.
+    """
+    return {m: float(np.mean([per_seed[s][m] for s in seeds])) for m in REFERENCES}
 
 
 def finetune_curves(cfg: BenchmarkConfig, refs: dict) -> dict:
@@ -724,30 +748,29 @@ def finetune_curves(cfg: BenchmarkConfig, refs: dict) -> dict:
     per-seed values, and ours_finetune − ppo_scratch at each point. ``{}`` for a game without both
     rows or without references.
 
-    Normalized by ``refs[game]`` (``{"random": R, "demonstrator": R}``, :func:`aggregate`'s: the
-    benchmark's reference cells averaged over seeds), the references of the table's rows, not by
+    Normalized by the benchmark's reference cells averaged over the curves' seeds (``refs[game]``:
+    seed -> references, :func:`aggregate`'s ``references_per_seed``), as the table's rows, not by
     the ones :mod:`lapo.finetune` measures for its own curve (another sampling draw on the same
     levels: seed 0's CoinRun demonstrator scored 7.4 in the benchmark's cell and 8.0 there)."""
     from lapo.stats import normalized_return
 
     out = {}
     for game in (g for g in cfg.games if g in refs):
-        ref = refs[game]
-        curves = {}  # run -> seed -> {frames: normalized}
+        curves = {}  # run -> seed -> {frames: mean return}
         for method, name in zip(RL_METHODS, ("agent", "scratch")):
-            for seed in cfg.seeds:
+            for seed in (s for s in cfg.seeds if s in refs[game]):
                 path = Path(cfg.run_dir) / game / f"seed{seed}" / "ppo" / name / "curve.json"
                 if method in cfg.methods and path.is_file():
-                    curves.setdefault(name, {})[seed] = {
-                        p["frames"]: normalized_return(p["mean_return"], ref["random"], ref["demonstrator"])
-                        for p in json.loads(path.read_text())}
+                    curves.setdefault(name, {})[seed] = {p["frames"]: p["mean_return"] for p in json.loads(path.read_text())}
         if set(curves) != {"agent", "scratch"}:
             continue
         seeds = sorted(set(curves["agent"]) & set(curves["scratch"]))
         frames = sorted(set.intersection(*(set(curves[n][s]) for n in curves for s in seeds))) if seeds else []
         if not frames:
             continue
-        point = {n: [[curves[n][s][f] for s in seeds] for f in frames] for n in curves}
+        ref = reference_over(refs[game], seeds)
+        point = {n: [[normalized_return(curves[n][s][f], ref["random"], ref["demonstrator"]) for s in seeds]
+                     for f in frames] for n in curves}
         mean = {n: [float(np.mean(v)) for v in point[n]] for n in point}
         out[game] = {"seeds": seeds, "frames": frames, "agent": mean["agent"], "scratch": mean["scratch"],
                      "agent_per_seed": point["agent"], "scratch_per_seed": point["scratch"],
@@ -770,7 +793,9 @@ def targets(by_key: dict, refs: dict, average: list[dict], ours_row: str = "ours
 
     Args:
         by_key: ``(game, method, k) -> cells`` (each with ``seed`` and per-episode ``returns``).
-        refs: ``game -> {"random": R, "demonstrator": R}`` (games without references are skipped).
+        refs: ``game -> seed -> {"random": R, "demonstrator": R}`` (:func:`aggregate`'s
+            ``references_per_seed``; games without references are skipped). A pair's gap is the
+            references' averaged over the seeds it has.
         average: :func:`aggregate`'s per-(method, k) averages over games.
     """
     from lapo.stats import bootstrap_ci
@@ -781,14 +806,18 @@ def targets(by_key: dict, refs: dict, average: list[dict], ours_row: str = "ours
     for k in ks:
         for base in ("bc", "idm"):
             per_game, strata = {}, []
-            for game, ref in refs.items():
+            for game, per_seed in refs.items():
                 ours = {c["seed"]: c for c in by_key.get((game, ours_row, k), [])}
                 other = {c["seed"]: c for c in by_key.get((game, base, k), [])}
-                gap = ref["demonstrator"] - ref["random"]
-                diffs = [(np.asarray(ours[s]["returns"], float) - np.asarray(other[s]["returns"], float)) / gap
-                         for s in sorted(set(ours) & set(other))]
-                if not diffs or gap == 0:
+                seeds = sorted(set(ours) & set(other) & set(per_seed))
+                if not seeds:
                     continue
+                ref = reference_over(per_seed, seeds)
+                gap = ref["demonstrator"] - ref["random"]
+                if gap == 0:
+                    continue
+                diffs = [(np.asarray(ours[s]["returns"], float) - np.asarray(other[s]["returns"], float)) / gap
+                         for s in seeds]
                 lo, hi = bootstrap_ci(diffs)
                 per_game[game] = {"mean": float(np.mean([d.mean() for d in diffs])), "ci95": [lo, hi],
                                   "seeds": len(diffs), "worse_beyond_ci": hi < 0}

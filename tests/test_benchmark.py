@@ -164,6 +164,29 @@ def test_results_hold_every_method_on_the_same_levels(clean_run):
         aggregate(cells, cfg)
 
 
+def test_a_row_on_fewer_seeds_is_normalized_by_its_own_seeds_references():
+    def cell(method, k, seed, returns):
+        return {"game": "coinrun", "method": method, "k": k, "seed": seed, "level_seeds": [seed] * len(returns),
+                "returns": returns, "mean_return": float(np.mean(returns)), "probe_accuracy": None,
+                "action_accuracy": None, "train_seconds": 0.0, "eval_seconds": 0.0}
+
+    refs = [cell("random", None, 0, [0.0, 0.0]), cell("demonstrator", None, 0, [10.0, 10.0]),
+            cell("random", None, 1, [4.0, 4.0]), cell("demonstrator", None, 1, [6.0, 6.0])]
+    rows = [cell("ours", 64, 0, [8.0, 8.0]),  # seed 0 only: 0.8 of seed 0's gap
+            cell("bc", 64, 0, [0.0, 0.0]), cell("bc", 64, 1, [5.0, 5.0]),
+            cell("idm", 64, 2, [1.0, 1.0])]  # seed 2 has no references (yet): left out
+    cfg = BenchmarkConfig(games=("coinrun",), seeds=(0, 1, 2), ks=(64,), methods=("bc", "idm", "ours"), ours="ours")
+    results = aggregate(refs + rows, cfg)
+    by = {r["method"]: r for r in results["rows"]}
+    assert results["references"]["coinrun"] == {"random": 2.0, "demonstrator": 8.0}  # every seed's
+    assert by["ours"]["normalized_return"] == pytest.approx(0.8) and by["ours"]["seeds"] == [0]  # pooled: 1.0
+    assert by["ours"]["references"] == {"random": 0.0, "demonstrator": 10.0}
+    assert by["bc"]["normalized_return"] == pytest.approx((2.5 - 2.0) / 6.0)
+    assert "idm" not in by  # no references for seed 2
+    paired = results["targets"]["paired_differences"]["k64_ours_minus_bc"]["per_game"]["coinrun"]
+    assert paired["seeds"] == 1 and paired["mean"] == pytest.approx(0.8)  # seed 0's gap (10), not the pooled 6
+
+
 def test_latent_policy_codes_diagnostic_reevaluates_ours_exactly_beside_the_level_classifier(clean_run):
     from scripts.latent_policy_codes import Args, main
 
@@ -250,7 +273,7 @@ def test_targets_pair_episodes_on_the_same_levels_and_flag_a_game_worse_beyond_i
     by_key = {("a", "ours", 64): cell([2, 2, 2, 2]), ("a", "bc", 64): cell([0, 0, 0, 0]),
               ("b", "ours", 64): cell([0, 0, 0, 0]), ("b", "bc", 64): cell([1, 1, 2, 1]),
               ("a", "ours", 16): cell([0, 0, 0, 0]), ("a", "bc", 16): cell([2, 2, 2, 2])}
-    refs = {"a": {"random": 0.0, "demonstrator": 2.0}, "b": {"random": 0.0, "demonstrator": 4.0}}
+    refs = {"a": {0: {"random": 0.0, "demonstrator": 2.0}}, "b": {0: {"random": 0.0, "demonstrator": 4.0}}}
     t = targets(by_key, refs, [{"method": "ours", "k": 256, "normalized_return": 0.9}])
     assert t["ours_k256_at_least_0.8"] and t["games"] == ["a", "b"]
     assert set(t["paired_differences"]) == {"k64_ours_minus_bc"}  # k < 64 and absent baselines are not targets
@@ -301,7 +324,7 @@ def test_rl_rows_fine_tune_ours_and_train_ppo_from_scratch(tmp_path):
     for p, r in zip(curve, (3.0, 5.0, 7.0)):
         p["mean_return"], p["normalized_demonstrator"] = r, -9.0
     path.write_text(json.dumps(curve))
-    c = finetune_curves(cfg, {"coinrun": {"random": 3.0, "demonstrator": 7.0}})["coinrun"]
+    c = finetune_curves(cfg, {"coinrun": {0: {"random": 3.0, "demonstrator": 7.0}}})["coinrun"]
     assert c["agent"] == pytest.approx([0.0, 0.5, 1.0])
     assert finetune_curves(cfg, {}) == {}  # no references yet: no curves
 
