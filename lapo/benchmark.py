@@ -77,6 +77,7 @@ REFERENCES = ("random", "demonstrator")
 TRAINED = ("oracle_bc", "bc", "idm", "ours", "ours_relabel")  # the default methods besides the references
 OPTIONAL = ("ours_bins", "ours_regression", "ours_tuned", "clam", "ours_supervised", "ours_finetune", "ppo_scratch")  # further registered methods (registry: METHODS)
 K_METHODS = ("bc", "idm", "ours", "ours_bins", "ours_regression", "ours_tuned", "ours_relabel", "clam", "ours_supervised")  # results depend on k
+LATENT_ROWS = tuple(m for m in K_METHODS if m not in ("bc", "idm"))  # built on a latent action model (a seed's, or their own)
 METHOD_NAMES = {"random": "random", "demonstrator": "demonstrator", "oracle_bc": "oracle BC (all actions)",
                 "bc": "BC on k labels", "idm": "IDM on k labels -> BC", "ours": "latent policy + k-shot head",
                 "ours_bins": "latent policy + k-shot head (RT-1 bins)",
@@ -185,9 +186,8 @@ class BenchmarkConfig:
             raise ValueError(f"idm_pseudo_labels {self.idm_pseudo_labels!r}: {CHOOSE_MODE}")
         if self.head_input not in ("policy", "idm"):
             raise ValueError(f"head_input {self.head_input!r}: choose 'policy' or 'idm'")
-        latent_rows = [m for m in K_METHODS if m not in ("bc", "idm")]
-        if self.ours not in latent_rows:
-            raise ValueError(f"ours {self.ours!r}: choose one of {latent_rows}")
+        if self.ours not in LATENT_ROWS:
+            raise ValueError(f"ours {self.ours!r}: choose one of {list(LATENT_ROWS)}")
 
 
 def cpu_preset() -> BenchmarkConfig:
@@ -580,9 +580,12 @@ def check_run_dir(cfg: BenchmarkConfig) -> None:
 
 
 def cells_of(cfg: BenchmarkConfig, game: str):
-    """Every (method, k, seed) of the sweep for a game, references first."""
+    """Every (method, k, seed) of the sweep for a game, in the order they run: per seed the
+    references, then the latent rows (their LAM -> latent policy chain is the longest, so a second
+    worker sharing the run dir does the other rows meanwhile), then the rest."""
+    selected = [m for m in TRAINED + OPTIONAL if m in cfg.methods]
     for seed in cfg.seeds:
-        for method in REFERENCES + tuple(m for m in TRAINED + OPTIONAL if m in cfg.methods):
+        for method in REFERENCES + tuple(sorted(selected, key=lambda m: m not in LATENT_ROWS)):
             for k in (cfg.ks if method in K_METHODS else (None,)):
                 yield method, k, seed
 

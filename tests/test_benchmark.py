@@ -118,8 +118,8 @@ def test_workers_sharing_a_run_dir_compute_each_cell_and_stage_once(clean_run, t
     shared = dataclasses.replace(cfg, run_dir=tmp_path / "shared")
     shutil.copytree(cfg.run_dir, shared.run_dir)
     monkeypatch.setattr(lapo.benchmark, "RETRY_SECONDS", 0.05)
-    # in the sweep's order: a cell the other worker holds, a cell needing the latent policy it is
-    # training, and one that needs neither (the LAM's labels only)
+    # a cell the other worker holds, a cell needing the latent policy it is training, and one that
+    # needs neither (the LAM's labels only)
     busy, blocked, free = ("bc", 8, 0), ("ours", 8, 0), ("ours_relabel", 8, 0)
     paths = {c: cell_path(shared.run_dir, "coinrun", *c) for c in (busy, blocked, free)}
     for p in paths.values():
@@ -162,6 +162,13 @@ def test_results_hold_every_method_on_the_same_levels(clean_run):
     cells[-1] = {**cells[-1], "level_seeds": [s + 1 for s in cells[-1]["level_seeds"]]}
     with pytest.raises(ValueError, match="other levels"):
         aggregate(cells, cfg)
+
+
+def test_cells_run_per_seed_references_then_the_latent_rows_with_the_long_chain():
+    cfg = BenchmarkConfig(games=("coinrun",), seeds=(0, 1), ks=(64,), methods=("bc", "idm", "ours", "ours_relabel"))
+    order = list(cells_of(cfg, "coinrun"))
+    assert [m for m, _, s in order if s == 0] == ["random", "demonstrator", "ours", "ours_relabel", "bc", "idm"]
+    assert [s for *_, s in order] == [0] * 6 + [1] * 6
 
 
 def test_a_row_on_fewer_seeds_is_normalized_by_its_own_seeds_references():
