@@ -704,9 +704,11 @@ def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
         per_seed[game] = seed_refs
         refs[game] = reference_over(seed_refs, seed_refs)
         for (g, method, k), group in by_key.items():
+            if g != game:
+                continue
             # a cell whose seed has no references yet (another worker is running them) waits
             group = sorted((c for c in group if c["seed"] in seed_refs), key=lambda c: c["seed"])
-            if g != game or not group:
+            if not group:
                 continue
             seeds = [c["seed"] for c in group]
             ref = reference_over(seed_refs, seeds)  # the row's own seeds, also for a row run on fewer
