@@ -117,6 +117,11 @@ class TrainExpertConfig(PPOConfig):
     """Wall-clock budget of this call: training stops at the first PPO step past it and saves the
     resume checkpoint (re-run to continue; the shipped form is written only once
     ``total_timesteps`` is reached). None: no budget."""
+    init_from: Path | None = None
+    """A demonstrator directory of the same game (config.json + model.safetensors, e.g. a shipped
+    one or ``envs/demonstrators/candidates/GAME``) to start a *new* run from: its policy weights and
+    env-step count, a fresh optimizer and fresh reward statistics (:func:`warm_start`). Ignored
+    once ``run_dir`` holds a resume checkpoint, which is resumed instead. None: random init."""
 
     def __post_init__(self):
         super().__post_init__()
@@ -154,10 +159,36 @@ def train_demonstrator(cfg: TrainExpertConfig):
         def _on_step(self) -> bool:
             return time.monotonic() < self.deadline
 
-    return learn_ppo(cfg, cfg.run_dir, cfg.total_timesteps,
-                     lambda env: PPO("CnnPolicy", env, tensorboard_log=str(cfg.run_dir / "tb"), **cfg.ppo_kwargs()),
+    def new_model(env):
+        model = PPO("CnnPolicy", env, tensorboard_log=str(cfg.run_dir / "tb"), **cfg.ppo_kwargs())
+        if cfg.init_from is not None:
+            warm_start(model, Path(cfg.init_from), cfg.env_name)
+        return model
+
+    return learn_ppo(cfg, cfg.run_dir, cfg.total_timesteps, new_model,
                      callbacks=() if cfg.max_minutes is None else (TimeBudget(),),
                      desc=f"train-expert {cfg.env_name}")
+
+
+def warm_start(model, path: Path, env_name: str) -> None:
+    """Load a saved demonstrator's policy weights into a new SB3 PPO ``model`` and continue its
+    env-step count (``config.json`` ``env_steps``), so that a run can go on from weights alone (the
+    shipped form, 2.4 MB) where the resume checkpoint (8 MB with Adam's moments and pickled) was
+    not kept. What is not in the weights restarts: Adam's moments and ``VecNormalize``'s return
+    statistics; the PPO values are this run's.
+
+    Raises:
+        FileNotFoundError / ValueError: ``path`` is not a demonstrator directory (see
+            :meth:`Pretrained.from_pretrained`), or it plays another game than ``env_name``.
+    """
+    demo = Demonstrator.from_pretrained(path)
+    if demo.config.get("env_name") != env_name:
+        raise ValueError(f"--init-from {path} is a {demo.config.get('env_name')!r} demonstrator, this run trains "
+                         f"{env_name!r}: pass a demonstrator of {env_name!r}, or none")
+    model.policy.load_state_dict(demo.policy.state_dict())
+    model.num_timesteps = int(demo.config["env_steps"])
+    print(f"warm start from {path}: its weights at {model.num_timesteps} env steps (fresh optimizer "
+          f"and reward statistics)")
 
 
 def learn_ppo(cfg: PPOConfig, run_dir: Path, total_timesteps: int, new_model, callbacks=(), desc: str = "ppo"):

@@ -8,7 +8,8 @@ exported to ``out`` (config.json + model.safetensors) and evaluated on unseen le
 return is written into ``out/config.json`` next to the weights. ``--max-minutes M`` stops a call
 after M minutes with the checkpoint saved (nothing exported; re-run to continue), and
 ``--device cuda`` trains on a GPU (several games at once on a many-core GPU machine:
-``envs/demonstrators/README.md``).
+``envs/demonstrators/README.md``). ``--init-from DIR`` starts a new run from a saved demonstrator's
+weights and step count (e.g. a committed candidate whose resume checkpoint was not kept).
 """
 
 from __future__ import annotations

@@ -83,6 +83,32 @@ def test_train_expert_resumes_from_its_checkpoint(tmp_path):
         train_demonstrator(dataclasses.replace(cfg, total_timesteps=256, n_steps=8, ent_coef=0.0025))
 
 
+def test_train_expert_warm_starts_from_a_saved_demonstrator(tmp_path):
+    import dataclasses
+
+    from envs.demonstrator import Demonstrator, train_demonstrator, warm_start
+
+    cfg = TrainExpertConfig(total_timesteps=64, num_envs=4, n_steps=16, batch_size=32, n_epochs=1,
+                            run_dir=tmp_path / "run", out=tmp_path / "out", threads=1)
+    first = train_demonstrator(cfg)
+    Demonstrator.from_sb3(first, cfg).save_pretrained(tmp_path / "demo")  # the shipped form only
+    saved = {k: v.clone() for k, v in first.policy.state_dict().items()}
+    fresh = dataclasses.replace(cfg, run_dir=tmp_path / "run2", total_timesteps=128, init_from=tmp_path / "demo")
+    from stable_baselines3 import PPO
+
+    from envs.demonstrator import make_training_env
+
+    model = PPO("CnnPolicy", make_training_env(fresh, fresh.run_dir), **fresh.ppo_kwargs())
+    assert any(not torch.equal(v, model.policy.state_dict()[k]) for k, v in saved.items())
+    warm_start(model, tmp_path / "demo", "coinrun")
+    assert all(torch.equal(v, model.policy.state_dict()[k]) for k, v in saved.items())
+    assert model.num_timesteps == 64
+    # through train-expert: a new run continues the step count and trains only the remainder
+    assert train_demonstrator(fresh).num_timesteps == 128
+    with pytest.raises(ValueError, match=r"'coinrun' demonstrator, this run trains 'ninja'"):
+        warm_start(model, tmp_path / "demo", "ninja")
+
+
 def test_train_expert_stops_at_max_minutes_and_exports_nothing(tmp_path):
     from envs.demonstrator import CHECKPOINT_NAME
     from scripts.train_expert import main
