@@ -87,10 +87,13 @@ METHOD_NAMES = {"random": "random", "demonstrator": "demonstrator", "oracle_bc":
                 "clam": "CLAM: continuous LAM + joint action decoder",
                 "ours_supervised": "ours + k labels inside LAM training (LAOM-style)",
                 "ours_finetune": "ours + PPO fine-tune", "ppo_scratch": "PPO from scratch"}
-SWEEP_FIELDS = ("games", "ks", "seeds", "methods", "ours", "run_dir", "threads", "report_only")  # may change between reruns
+SWEEP_FIELDS = ("games", "ks", "seeds", "methods", "ours", "run_dir", "threads", "report_only", "report_from")  # may change between reruns
 RETRY_SECONDS = 30.0  # a worker sharing its run dir, with only held cells left, retries them this often
 RL_METHODS = ("ours_finetune", "ppo_scratch")  # the PPO rows, runs "agent" and "scratch" of lapo.finetune
 RL_FIELDS = ("ppo", "finetune_k", "finetune_frames", "finetune_eval_every")  # read by the RL rows only
+ROW_FIELDS = {"clam_lam": ("clam",), **{f: RL_METHODS for f in RL_FIELDS}}
+"""Settings that only some rows read: a run directory's stored value is checked only once it holds a
+cell of those rows (:func:`check_run_dir`)."""
 
 
 @dataclass
@@ -163,10 +166,15 @@ class BenchmarkConfig:
     side) and list the missing ones. Either way the table holds every method's finished cells of
     ``games`` × ``ks`` × ``seeds`` in ``run_dir``; ``methods`` only chooses what runs (and what counts
     as missing)."""
+    report_from: tuple[Path, ...] = ()
+    """With ``report_only``: further run directories to read finished cells from (e.g. one per game,
+    run side by side), each game from the first of ``run_dir``, ``report_from`` that holds cells of
+    it; each must hold this command's settings (checked). The report is written to ``run_dir``."""
 
     def __post_init__(self):
         self.games, self.ks, self.seeds, self.methods = (tuple(self.games), tuple(self.ks), tuple(self.seeds),
                                                          tuple(self.methods))
+        self.report_from = tuple(Path(d) for d in self.report_from)
         from envs.procgen import check_game
 
         for game in self.games:
@@ -188,6 +196,12 @@ class BenchmarkConfig:
             raise ValueError(f"head_input {self.head_input!r}: choose 'policy' or 'idm'")
         if self.ours not in LATENT_ROWS:
             raise ValueError(f"ours {self.ours!r}: choose one of {list(LATENT_ROWS)}")
+        if self.report_from and not self.report_only:
+            raise ValueError(f"report_from {[str(d) for d in self.report_from]} is read for a report only: "
+                             "add --report-only (cells are run into --run-dir alone)")
+        missing = [str(d) for d in self.report_from if not (d / "benchmark_config.json").is_file()]
+        if missing:
+            raise ValueError(f"report_from {missing}: not benchmark run directories (no benchmark_config.json)")
 
 
 def cpu_preset() -> BenchmarkConfig:
@@ -544,39 +558,53 @@ METHODS = {"random": random_method, "demonstrator": demonstrator_method, "oracle
 # ----------------------------------------------------------------------------------------------
 
 
-def check_run_dir(cfg: BenchmarkConfig) -> None:
+def check_run_dir(cfg: BenchmarkConfig, run_dir: Path | None = None) -> None:
     """Record the non-sweep settings in ``run_dir/benchmark_config.json``, or check they match.
-    The RL rows' settings (``RL_FIELDS``) are checked only once the directory holds an RL cell;
-    before that, the stored ones are replaced by this call's.
+    A setting that only some rows read (:data:`ROW_FIELDS`: the RL rows' PPO values, the CLAM row's
+    LAM) is checked only once the directory holds a cell of those rows; before that, the stored value
+    is replaced by this call's. ``run_dir`` None: ``cfg.run_dir``; another directory (one of
+    ``cfg.report_from``) is only read, never written.
 
     Raises:
         ValueError: the run directory holds cells made with other settings (names each differing value, nested ones as ``ppo.n_steps``).
     """
     from envs.io import atomic_write_text, jsonable
 
+    run_dir = Path(cfg.run_dir if run_dir is None else run_dir)
+    writable = run_dir == Path(cfg.run_dir)
     settings = {k: v for k, v in jsonable(cfg).items() if k not in SWEEP_FIELDS}
-    path = Path(cfg.run_dir) / "benchmark_config.json"
-    if path.is_file():
-        # a setting added after the run was made counts as its default there
-        stored = json.loads(path.read_text())
-        old = {**jsonable(BenchmarkConfig()), **stored}
-        diff = sorted(k for k in set(settings) if old.get(k) != settings.get(k))
-        if not any(p for m in RL_METHODS for p in Path(cfg.run_dir).glob(f"cells/*/{m}/*/seed*.json")):
-            if any(k in RL_FIELDS for k in diff):  # no RL cell made with the stored ones yet
-                atomic_write_text(path, json.dumps({**stored, **{k: settings[k] for k in RL_FIELDS}}, indent=2))
-            diff = [k for k in diff if k not in RL_FIELDS]
-        if diff:
-            def changed(k):  # only the differing entries of a nested setting (e.g. ppo.n_steps)
-                a, b = old.get(k), settings.get(k)
-                if isinstance(a, dict) and isinstance(b, dict):
-                    return ", ".join(f"{k}.{x}: {a.get(x)!r} there, {b.get(x)!r} now"
-                                     for x in sorted(set(a) | set(b)) if a.get(x) != b.get(x))
-                return f"{k}: {a!r} there, {b!r} now"
-            raise ValueError(f"{cfg.run_dir} holds a benchmark run with other settings "
-                             f"({'; '.join(changed(k) for k in diff)}); its cells would not be comparable. "
-                             "Use another --run-dir, or the same settings")
-    else:
+    path = run_dir / "benchmark_config.json"
+    if not path.is_file():
         atomic_write_text(path, json.dumps(settings, indent=2))
+        return
+    # a setting added after the run was made counts as its default there
+    stored = json.loads(path.read_text())
+    old = {**jsonable(BenchmarkConfig()), **stored}
+    diff = sorted(k for k in set(settings) if old.get(k) != settings.get(k))
+    unused = [k for k in diff if k in ROW_FIELDS
+              and not any(p for m in ROW_FIELDS[k] for p in run_dir.glob(f"cells/*/{m}/*/seed*.json"))]
+    if unused and writable:  # no cell of those rows made with the stored values yet
+        atomic_write_text(path, json.dumps({**stored, **{k: settings[k] for k in unused}}, indent=2))
+    diff = [k for k in diff if k not in unused]
+    if diff:
+        def changed(k):  # only the differing entries of a nested setting (e.g. ppo.n_steps)
+            a, b = old.get(k), settings.get(k)
+            if isinstance(a, dict) and isinstance(b, dict):
+                return ", ".join(f"{k}.{x}: {a.get(x)!r} there, {b.get(x)!r} now"
+                                 for x in sorted(set(a) | set(b)) if a.get(x) != b.get(x))
+            return f"{k}: {a!r} there, {b!r} now"
+        raise ValueError(f"{run_dir} holds a benchmark run with other settings "
+                         f"({'; '.join(changed(k) for k in diff)}); its cells would not be comparable. "
+                         "Use another --run-dir, or the same settings")
+
+
+def game_dir(cfg: BenchmarkConfig, game: str) -> Path:
+    """The run directory a game's cells and RL curves are read from: ``run_dir``, or the first of
+    ``run_dir``, ``report_from`` that holds cells of the game."""
+    for d in (Path(cfg.run_dir), *cfg.report_from):
+        if (d / "cells" / game).is_dir():
+            return d
+    return Path(cfg.run_dir)
 
 
 def cells_of(cfg: BenchmarkConfig, game: str):
@@ -606,9 +634,11 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     check_run_dir(cfg)
+    for other in cfg.report_from:
+        check_run_dir(cfg, other)
     t_start = time.perf_counter()
     for game in cfg.games:
-        todo = [c for c in cells_of(cfg, game) if not cell_path(run, game, *c).is_file()]
+        todo = [c for c in cells_of(cfg, game) if not cell_path(game_dir(cfg, game), game, *c).is_file()]
         print(f"{game}: {len(todo)} of {len(list(cells_of(cfg, game)))} cells {'missing' if cfg.report_only else 'to run'}")
         if not todo or cfg.report_only:
             continue
@@ -637,15 +667,16 @@ def run_benchmark(cfg: BenchmarkConfig) -> dict:
     # the table reports every method's finished cells, not only the methods this call ran
     everything = dataclasses.replace(cfg, methods=TRAINED + OPTIONAL)
     def missing_of(sweep, methods=None):  # cells of the sweep (of those methods only) not on disk
-        return [str(p.relative_to(run)) for g in sweep.games for c in cells_of(sweep, g)
-                if (methods is None or c[0] in methods) and not (p := cell_path(run, g, *c)).is_file()]
+        return [os.path.relpath(p, run) for g in sweep.games for c in cells_of(sweep, g)
+                if (methods is None or c[0] in methods) and not (p := cell_path(game_dir(cfg, g), g, *c)).is_file()]
 
     missing = missing_of(cfg)
-    paths = [cell_path(run, g, *c) for g in cfg.games for c in cells_of(everything, g)]
+    paths = [cell_path(game_dir(cfg, g), g, *c) for g in cfg.games for c in cells_of(everything, g)]
     cells = [json.loads(p.read_text()) for p in paths if p.is_file()]
     results = aggregate(cells, cfg)
     results["finetune_curves"] = finetune_curves(everything, results["references_per_seed"])
     results["missing_cells"] = missing
+    results["game_dirs"] = {g: str(game_dir(cfg, g)) for g in cfg.games}
     # the targets are evaluated on the finished cells of the "ours" row, whichever methods this call ran
     results["targets"]["ours_missing_cells"] = missing_of(dataclasses.replace(cfg, methods=(cfg.ours,)), (cfg.ours,))
     results["wall_seconds_this_call"] = round(time.perf_counter() - t_start, 1)
@@ -764,7 +795,7 @@ def finetune_curves(cfg: BenchmarkConfig, refs: dict) -> dict:
         curves = {}  # run -> seed -> {frames: mean return}
         for method, name in zip(RL_METHODS, ("agent", "scratch")):
             for seed in (s for s in cfg.seeds if s in refs[game]):
-                path = Path(cfg.run_dir) / game / f"seed{seed}" / "ppo" / name / "curve.json"
+                path = game_dir(cfg, game) / game / f"seed{seed}" / "ppo" / name / "curve.json"
                 if method in cfg.methods and path.is_file():
                     curves.setdefault(name, {})[seed] = {p["frames"]: p["mean_return"] for p in json.loads(path.read_text())}
         if set(curves) != {"agent", "scratch"}:

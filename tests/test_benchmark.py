@@ -363,6 +363,31 @@ def test_a_setting_added_after_a_run_counts_as_its_default(clean_run):
         shutil.rmtree(rl_cell.parent.parent, ignore_errors=True)
 
 
+def test_a_report_reads_each_game_from_another_run_dir_with_the_same_settings(clean_run, tmp_path):
+    cfg, results = clean_run
+    report = dataclasses.replace(cfg, run_dir=tmp_path / "report", report_only=True, report_from=(cfg.run_dir,))
+    out = run_benchmark(report)
+    assert out["rows"] == results["rows"] and out["missing_cells"] == []
+    assert out["game_dirs"] == {"coinrun": str(cfg.run_dir)} and (tmp_path / "report" / "results.md").is_file()
+    assert not (tmp_path / "report" / "cells").exists()  # nothing run or copied there
+    with pytest.raises(ValueError, match="add --report-only"):
+        dataclasses.replace(report, report_only=False)
+    with pytest.raises(ValueError, match="not benchmark run directories"):
+        dataclasses.replace(report, report_from=(tmp_path / "nowhere",))
+    other = tmp_path / "other"
+    shutil.copytree(cfg.run_dir, other, ignore=shutil.ignore_patterns("dataset", "seed?"))
+    stored = json.loads((other / "benchmark_config.json").read_text())
+    # a setting only the CLAM row reads differs: fine while the directory holds no CLAM cell (and a
+    # directory read for a report is not rewritten) ...
+    clam = dataclasses.replace(cfg.clam_lam, latent_dim=2 * cfg.clam_lam.latent_dim)
+    run_benchmark(dataclasses.replace(report, run_dir=tmp_path / "r2", report_from=(other,), clam_lam=clam))
+    assert json.loads((other / "benchmark_config.json").read_text()) == stored
+    # ... any other setting is refused, naming the directory
+    (other / "benchmark_config.json").write_text(json.dumps({**stored, "num_frames": 700}))
+    with pytest.raises(ValueError, match=rf"{other} holds a benchmark run with other settings \(num_frames: 700 there"):
+        run_benchmark(dataclasses.replace(report, run_dir=tmp_path / "r3", report_from=(other,)))
+
+
 def test_quickstart_and_benchmark_share_the_frozen_k_label_budgets():
     from lapo.baselines import K_LABEL_STEPS
     from lapo.benchmark import cpu_preset
