@@ -173,7 +173,7 @@ def train_demonstrator(cfg: TrainExpertConfig):
 def warm_start(model, path: Path, env_name: str) -> None:
     """Load a saved demonstrator's policy weights into a new SB3 PPO ``model`` and continue its
     env-step count (``config.json`` ``env_steps``), so that a run can go on from weights alone (the
-    shipped form, 2.4 MB) where the resume checkpoint (8 MB with Adam's moments and pickled) was
+    shipped form, 2.4 MB) where the resume checkpoint (~9.5 MB, pickled, with Adam's moments) was
     not kept. What is not in the weights restarts: Adam's moments and ``VecNormalize``'s return
     statistics; the PPO values are this run's.
 
