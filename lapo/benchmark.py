@@ -24,7 +24,9 @@ recipe: the same row as ``bc`` but for the pretrained start, :func:`lapo.stages.
 ``ours_supervised`` (ours, with the k labels also supervising the LAM through that joint
 decoder: the label-efficient variant, :func:`jointly_supervised`), and the two RL rows (LAPO §3.4,
 :mod:`lapo.finetune`): ``ours_finetune`` (ours at ``finetune_k`` labels, then PPO for
-``finetune_frames`` env frames) and ``ppo_scratch`` (PPO from scratch, same frames and settings).
+``finetune_frames`` env frames) and ``ppo_scratch`` (PPO from scratch, same frames and settings),
+and the diagnostic ``oracle_bc_shuffled`` (oracle BC on ``ours_relabel``'s pseudo-labels shuffled
+within each true action: their error rates without their dependence on the frame).
 For every k-independent row the table also gives the return normalized by Procgen's easy-mode
 constants, ``(R - R_min) / (R_max - R_min)``.
 
@@ -34,7 +36,7 @@ and every BC stage on the whole video (oracle, IDM pseudo-labels, latent) trains
 ``policy_train`` budget.
 
 True actions are read in exactly three places: the labeled subset (``labeled_subset``, k per
-seed), the oracle baseline, and the held-out probe episodes, whose actions only score
+seed), the oracle rows (``oracle_bc``, ``oracle_bc_shuffled``), and the held-out probe episodes, whose actions only score
 predictions (probe and action accuracy). Those episodes are excluded from every training set that
 uses actions (the labeled draws, oracle BC) and from the BC stages.
 
@@ -75,15 +77,18 @@ from lapo.policy import PolicyConfig, PolicyTrainConfig
 
 REFERENCES = ("random", "demonstrator")
 TRAINED = ("oracle_bc", "bc", "idm", "ours", "ours_relabel")  # the default methods besides the references
-OPTIONAL = ("ours_bins", "ours_regression", "ours_tuned", "clam", "ours_supervised", "ours_finetune", "ppo_scratch")  # further registered methods (registry: METHODS)
-K_METHODS = ("bc", "idm", "ours", "ours_bins", "ours_regression", "ours_tuned", "ours_relabel", "clam", "ours_supervised")  # results depend on k
-LATENT_ROWS = tuple(m for m in K_METHODS if m not in ("bc", "idm"))  # built on a latent action model (a seed's, or their own)
+OPTIONAL = ("ours_bins", "ours_regression", "ours_tuned", "clam", "ours_supervised", "ours_finetune", "ppo_scratch",
+            "oracle_bc_shuffled")  # further registered methods (registry: METHODS)
+K_METHODS = ("bc", "idm", "ours", "ours_bins", "ours_regression", "ours_tuned", "ours_relabel", "clam", "ours_supervised",
+             "oracle_bc_shuffled")  # results depend on k
+LATENT_ROWS = tuple(m for m in K_METHODS if m not in ("bc", "idm", "oracle_bc_shuffled"))  # built on a latent action model (a seed's, or their own)
 METHOD_NAMES = {"random": "random", "demonstrator": "demonstrator", "oracle_bc": "oracle BC (all actions)",
                 "bc": "BC on k labels", "idm": "IDM on k labels -> BC", "ours": "latent policy + k-shot head",
                 "ours_bins": "latent policy + k-shot head (RT-1 bins)",
                 "ours_regression": "latent policy + k-shot head (regression)",
                 "ours_tuned": "ours, then the whole agent BC-tuned on the k labels",
                 "ours_relabel": "LAM + k-shot head as IDM -> pseudo-labels -> BC",
+                "oracle_bc_shuffled": "oracle BC on ours_relabel's labels shuffled within each true action",
                 "clam": "CLAM: continuous LAM + joint action decoder",
                 "ours_supervised": "ours + k labels inside LAM training (LAOM-style)",
                 "ours_finetune": "ours + PPO fine-tune", "ppo_scratch": "PPO from scratch"}
@@ -435,12 +440,10 @@ def ours_method(run: GameRun, k: int, seed: int, head_cfg: ActionHeadConfig | No
     return agent, probe.get("probe_accuracy", probe.get("probe_direction_accuracy"))
 
 
-def ours_relabel_method(run: GameRun, k: int, seed: int):
-    """The LAM as a label-efficient IDM: the k-shot head fitted on the LAM's IDM latents of the k
-    labels (``--head-input idm``'s head) labels every video transition from its stored latent, then
-    BC on those pseudo-labels: the ``idm`` row's pipeline (same labeling mode, same BC) with the
-    frames-only LAM + head in place of the supervised IDM, so the row shows what action-free
-    pretraining adds to the IDM (the LAM's latents as features for VPT's recipe). No latent policy."""
+def relabel_pseudo_labels(run: GameRun, k: int, seed: int) -> tuple[np.ndarray, float]:
+    """``ours_relabel``'s labeler: the k-shot head fitted on the LAM's IDM latents of the k labels
+    (``--head-input idm``'s head) labels every training transition of the video from its stored
+    latent. Returns ``(pseudo-labels of run.train_t, held-out agreement with the true actions)``."""
     from lapo.baselines import pseudo_label
     from lapo.decoder import fit_action_head
 
@@ -453,8 +456,36 @@ def ours_relabel_method(run: GameRun, k: int, seed: int):
 
     probe = action_agreement(pseudo_label(head, run.ds, run.test_t, head.coding, read=read), run.test_actions(),
                              run.coding.space)
-    pseudo = pseudo_label(head, run.ds, run.train_t, head.coding, cfg.idm_pseudo_labels, seed, read=read)
-    return run.bc(run.train_t, pseudo, cfg.policy_train, seed, "ours_relabel"), probe
+    return pseudo_label(head, run.ds, run.train_t, head.coding, cfg.idm_pseudo_labels, seed, read=read), probe
+
+
+def ours_relabel_method(run: GameRun, k: int, seed: int):
+    """The LAM as a label-efficient IDM: :func:`relabel_pseudo_labels` labels every video
+    transition, then BC on those pseudo-labels: the ``idm`` row's pipeline (same labeling mode, same
+    BC) with the frames-only LAM + head in place of the supervised IDM, so the row shows what
+    action-free pretraining adds to the IDM (the LAM's latents as features for VPT's recipe). No
+    latent policy."""
+    pseudo, probe = relabel_pseudo_labels(run, k, seed)
+    return run.bc(run.train_t, pseudo, run.cfg.policy_train, seed, "ours_relabel"), probe
+
+
+def oracle_bc_shuffled_method(run: GameRun, k: int, seed: int):
+    """Diagnostic (reads every true action, like ``oracle_bc``): ``ours_relabel``'s pseudo-labels
+    shuffled among the training transitions that share a true action, then the same BC. The labels
+    keep ``ours_relabel``'s error rate for every true action (the same joint distribution of true
+    and pseudo-label) but their errors no longer depend on the frame. Between ``oracle_bc`` (no
+    errors) and ``ours_relabel`` (its errors where they fall): near ``oracle_bc``, the errors' rate
+    is harmless and where they fall costs the return; near ``ours_relabel``, the rate alone explains
+    it. Discrete actions only (raises ValueError otherwise)."""
+    if run.coding.space.get("type") != "Discrete":
+        raise ValueError(f"oracle_bc_shuffled needs discrete actions; {run.game} has {run.coding.space.get('type')}")
+    pseudo, _ = relabel_pseudo_labels(run, k, seed)
+    true, shuffled = run.oracle_actions(), pseudo.copy()
+    rng = np.random.default_rng(seed)
+    for a in np.unique(true):
+        at = np.flatnonzero(true == a)
+        shuffled[at] = pseudo[rng.permutation(at)]
+    return run.bc(run.train_t, shuffled, run.cfg.policy_train, seed, "oracle_bc_shuffled"), None
 
 
 def ours_tuned_method(run: GameRun, k: int, seed: int):
@@ -547,7 +578,7 @@ def ppo_method(name: str):
 METHODS = {"random": random_method, "demonstrator": demonstrator_method, "oracle_bc": oracle_bc_method,
            "bc": bc_method, "idm": idm_method, "ours": ours_method, "ours_bins": ours_head("bins"),
            "ours_regression": ours_head("regression"), "ours_tuned": ours_tuned_method,
-           "ours_relabel": ours_relabel_method,
+           "ours_relabel": ours_relabel_method, "oracle_bc_shuffled": oracle_bc_shuffled_method,
            "clam": jointly_supervised("clam_lam", "decoder", "clam"),
            "ours_supervised": jointly_supervised("lam", "fit", "supervised"),
            "ours_finetune": ppo_method("agent"), "ppo_scratch": ppo_method("scratch")}

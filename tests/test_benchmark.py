@@ -458,3 +458,22 @@ def test_the_benchmark_rl_rows_and_lapo_finetune_share_their_ppo_defaults():
     shared = {f.name: getattr(finetune, f.name) for f in dataclasses.fields(PPOConfig)}
     assert shared == dataclasses.asdict(BenchmarkConfig().ppo)
     assert shared != dataclasses.asdict(PPOConfig())  # LAPO's stage 3, not the demonstrators' values
+
+
+def test_shuffled_oracle_labels_keep_ours_relabels_errors_per_true_action(clean_run, monkeypatch):
+    from lapo.benchmark import relabel_pseudo_labels
+
+    cfg, _ = clean_run
+    run = GameRun(cfg, "coinrun")
+    k, seed = cfg.ks[0], cfg.seeds[0]
+    pseudo, _ = relabel_pseudo_labels(run, k, seed)
+    fed = {}
+    monkeypatch.setattr(run, "bc", lambda indices, actions, *a: fed.update(indices=indices, actions=actions))
+    METHODS["oracle_bc_shuffled"](run, k, seed)
+    true, shuffled = run.oracle_actions(), fed["actions"]
+    assert np.array_equal(fed["indices"], run.train_t) and (shuffled != pseudo).any()
+    for a in np.unique(true):  # the same pseudo-labels for each true action, in another order
+        assert sorted(shuffled[true == a]) == sorted(pseudo[true == a])
+    monkeypatch.setattr(run.coding, "space", {"type": "Box", "shape": [4]})
+    with pytest.raises(ValueError, match="discrete actions"):
+        METHODS["oracle_bc_shuffled"](run, k, seed)
