@@ -268,7 +268,9 @@ def probe_scores(train_latents: np.ndarray, train_actions: np.ndarray, test_late
     """Diagnostic k-shot probe: fit a head on (train latents, actions), score it on test.
 
     ``space`` is a gymnasium space or its JSON dict. Discrete: ``{"probe_accuracy",
-    "majority_accuracy"}`` (the baseline predicts the most frequent train action). Box (regression
+    "majority_accuracy", "probe_balanced_accuracy"}`` (the baseline predicts the most frequent
+    train action; balanced accuracy is the mean over the test set's actions of their recall, so
+    a probe that never predicts a rare action scores 1 / (actions present), not its share). Box (regression
     head): ``{"probe_r2", "probe_mse", "mean_mse", "probe_direction_accuracy",
     "majority_direction_accuracy"}`` (the baseline predicts the train mean / most frequent
     direction; a *direction* is the largest-magnitude component of the first ``min(D, 3)`` (the
@@ -285,8 +287,10 @@ def probe_scores(train_latents: np.ndarray, train_actions: np.ndarray, test_late
     if spec["type"] == "Discrete":
         pred = out.argmax(-1).numpy()
         majority = np.bincount(train_actions, minlength=spec["n"]).argmax()
+        recall = [(pred[test_actions == a] == a).mean() for a in np.unique(test_actions)]
         return {"probe_accuracy": float((pred == test_actions).mean()),
-                "majority_accuracy": float((test_actions == majority).mean())}
+                "majority_accuracy": float((test_actions == majority).mean()),
+                "probe_balanced_accuracy": float(np.mean(recall))}
     test = np.asarray(test_actions, np.float32).reshape(len(test_actions), -1)
     mse = float(((out.numpy() - test) ** 2).mean())
     mean_mse = float(((np.asarray(train_actions).reshape(len(train_actions), -1).mean(0) - test) ** 2).mean())

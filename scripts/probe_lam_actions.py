@@ -10,11 +10,14 @@ held-out transitions, for every k in ``--ks``. For each encoder in ``--supervise
 IDM of that network (:class:`lapo.baselines.SupervisedIDM`, the IDM baseline's model) is trained
 on *every* labeled training transition: what that network can read from the same frames at all.
 
-Two scores for Procgen's discrete actions: ``action`` (the 15 action indices; many are aliases in
-a given game, so even a perfect reader stays far below 1) and ``horizontal`` (left-*, right-*, or
-neither, from :data:`envs.procgen.ACTION_NAMES`; the agent's own motion in fruitbot, jumper,
-CoinRun), each against predicting the training transitions' most frequent class. Prints a table
-and writes ``--out`` (JSON).
+Three class maps for Procgen's discrete actions: ``action`` (the 15 action indices; many are
+aliases in a given game, so even a perfect reader stays far below 1), ``horizontal`` (left-*,
+right-*, or neither, from :data:`envs.procgen.ACTION_NAMES`; the agent's own motion in fruitbot,
+jumper, CoinRun) and ``D`` (the D key, the game's first special action: fruitbot's key throw,
+starpilot's and bossfight's fire, against every other action). Each is scored by accuracy against
+predicting the training transitions' most frequent class, and by balanced accuracy (mean recall
+over the classes: 1 / classes for a reader that only ever predicts one, so a rare action the
+latents do not carry shows as chance). Prints two tables and writes ``--out`` (JSON).
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ class Args:
 
 def action_classes(ds) -> dict[str, np.ndarray]:
     """Class maps ``{name: (n,) int array}`` from action index to class: ``action`` (identity) and,
-    for Procgen's 15 actions, ``horizontal`` (0 left-*, 1 neither, 2 right-*).
+    for Procgen's 15 actions, ``horizontal`` (0 left-*, 1 neither, 2 right-*) and ``D`` (1 the D
+    key, 0 any other action).
 
     Raises:
         ValueError: a dataset without discrete actions.
@@ -65,6 +69,7 @@ def action_classes(ds) -> dict[str, np.ndarray]:
     if ds.meta.get("source", {}).get("kind") == "procgen" and space.n == len(ACTION_NAMES):
         maps["horizontal"] = np.array([0 if n.startswith("left") else 2 if n.startswith("right") else 1
                                        for n in ACTION_NAMES])
+        maps["D"] = np.array([int(n == "D") for n in ACTION_NAMES])
     return maps
 
 
@@ -95,8 +100,10 @@ def main(args: Args) -> dict:
         row = {"source": str(lam_dir), "idm_encoder": lam.cfg.idm_encoder, "fdm_size": lam.cfg.fdm_size}
         for k in args.ks:
             for name, m in maps.items():  # the LAM validation's probe (seed 0 head init)
-                row[f"{name}_k{k}"] = probe_scores(z_train[:k], m[actions[probe_t[:k]]], z_test, m[actions[test_t]],
-                                                   {"type": "Discrete", "n": int(m.max()) + 1})["probe_accuracy"]
+                scores = probe_scores(z_train[:k], m[actions[probe_t[:k]]], z_test, m[actions[test_t]],
+                                      {"type": "Discrete", "n": int(m.max()) + 1})
+                row[f"{name}_k{k}"] = scores["probe_accuracy"]
+                row[f"{name}_k{k}_balanced"] = scores["probe_balanced_accuracy"]
         rows.append(row)
         print(json.dumps(row), flush=True)
     for encoder in args.supervised:
@@ -109,15 +116,19 @@ def main(args: Args) -> dict:
             idm = train_supervised_idm(ds, train_t, m[actions[train_t]], cfg,
                                        PolicyTrainConfig(steps=args.supervised_steps, batch_size=64, seed=args.seed,
                                                          threads=args.threads), coding)
-            pred = pseudo_label(idm, ds, test_t, coding, "argmax")
-            row[f"{name}_all"] = float((pred == m[actions[test_t]]).mean())
+            pred, true = pseudo_label(idm, ds, test_t, coding, "argmax"), m[actions[test_t]]
+            row[f"{name}_all"] = float((pred == true).mean())
+            row[f"{name}_all_balanced"] = float(np.mean([(pred[true == c] == c).mean() for c in np.unique(true)]))
         rows.append(row)
         print(json.dumps(row), flush=True)
     cols = [f"{name}_k{k}" for name in maps for k in args.ks] + [f"{name}_all" for name in maps]
-    print("| source | " + " | ".join(cols) + " |\n|---|" + "---|" * len(cols))
-    for r in rows:
-        print(f"| {r['source']} | " + " | ".join(f"{r[c]:.3f}" if c in r else "" for c in cols) + " |")
-    print("| majority class | " + " | ".join(f"{majority[c.rsplit('_', 1)[0]]:.3f}" for c in cols) + " |")
+    for suffix, chance in (("", lambda c: majority[c.rsplit("_", 1)[0]]),
+                           ("_balanced", lambda c: 1 / (int(maps[c.rsplit("_", 1)[0]].max()) + 1))):
+        print(("accuracy" if not suffix else "balanced accuracy") + "\n| source | " + " | ".join(cols) + " |\n|---|"
+              + "---|" * len(cols))
+        for r in rows:
+            print(f"| {r['source']} | " + " | ".join(f"{r[c + suffix]:.3f}" if c + suffix in r else "" for c in cols) + " |")
+        print(f"| {'majority class' if not suffix else 'chance'} | " + " | ".join(f"{chance(c):.3f}" for c in cols) + " |")
     result = {"args": json.loads(json.dumps(vars(args), default=str)), "majority": majority, "rows": rows,
               "train_transitions": len(train_t), "test_transitions": len(test_t)}
     if args.out:

@@ -29,6 +29,7 @@ def test_probe_reports_majority_baseline():
     acts = np.array([1] * 7 + [0] * 3)
     out = probe_scores(lat, acts, lat, acts, {"type": "Discrete", "n": 2})
     assert out["majority_accuracy"] == pytest.approx(0.7) and out["probe_accuracy"] == pytest.approx(0.7)
+    assert out["probe_balanced_accuracy"] == pytest.approx(0.5)  # the minority action is never predicted
 
 
 def test_head_rejects_mismatched_latent_dim():

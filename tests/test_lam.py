@@ -95,6 +95,7 @@ def test_probe_lam_actions_scores_latents_and_a_supervised_idm(square_dataset, t
     assert all(0 <= lam_row[k] <= 1 for k in ("action_k16", "action_k64"))
     # the square moves 4 px per step: a supervised IDM reads its action; the majority class cannot
     assert idm_row["action_all"] >= 0.9 and out["majority"]["action"] < 0.35
+    assert idm_row["action_all_balanced"] >= 0.9 and 0 <= lam_row["action_k64_balanced"] <= 1
     assert json.loads((tmp_path / "probe.json").read_text())["rows"] == out["rows"]
 
     with EpisodeWriter(tmp_path / "procgen", {"source": {"kind": "procgen"},
@@ -102,6 +103,7 @@ def test_probe_lam_actions_scores_latents_and_a_supervised_idm(square_dataset, t
         w.add_episode(np.zeros((3, 64, 64, 3), np.uint8), np.array([0, 7, 4]))
     maps = action_classes(EpisodeDataset(tmp_path / "procgen"))
     assert maps["horizontal"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 1, 1, 1, 1, 1, 1]  # left-*, neither, right-*
+    assert maps["D"].tolist() == [0] * 9 + [1] + [0] * 5  # the D key (fire) against the rest
     with EpisodeWriter(tmp_path / "frames_only") as w:
         w.add_episode(np.zeros((3, 64, 64, 3), np.uint8))
     with pytest.raises(ValueError, match="needs discrete actions"):
