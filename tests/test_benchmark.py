@@ -477,3 +477,21 @@ def test_shuffled_oracle_labels_keep_ours_relabels_errors_per_true_action(clean_
     monkeypatch.setattr(run.coding, "space", {"type": "Box", "shape": [4]})
     with pytest.raises(ValueError, match="discrete actions"):
         METHODS["oracle_bc_shuffled"](run, k, seed)
+
+
+def test_relabel_confusion_groups_ours_relabels_labels_against_the_true_actions(clean_run):
+    from lapo.benchmark import relabel_pseudo_labels
+    from scripts.relabel_confusion import Args, action_groups, main
+
+    cfg, _ = clean_run
+    group = action_groups()
+    assert group.tolist() == [0, 0, 0, 3, 3, 3, 1, 1, 1, 2, 3, 3, 3, 3, 3]  # left-*, right-*, D, the rest
+    out = main(Args(run_dir=cfg.run_dir, game="coinrun", ks=(8,)), cfg=cfg)["by_k"]["8"]
+    run = GameRun(cfg, "coinrun")
+    true, pseudo = group[run.oracle_actions()], group[relabel_pseudo_labels(run, 8, 0)[0]]
+    confusion = np.asarray(out["confusion"])
+    assert out["agreement"] == pytest.approx((true == pseudo).mean())
+    for g in range(4):
+        assert confusion[g].sum() == pytest.approx(1.0 if (true == g).any() else 0.0)
+        if (true == g).any():
+            assert confusion[g, g] == pytest.approx((pseudo[true == g] == g).mean())

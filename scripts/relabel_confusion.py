@@ -1,0 +1,87 @@
+"""Diagnostic: which true actions do ``ours_relabel``'s pseudo-labels get wrong, and into what?
+
+    python -m scripts.relabel_confusion --run-dir runs/fbdiag --game fruitbot --preset cpu-impala \
+        --ks 256 --out docs/relabel_confusion_fruitbot.json
+
+On a finished benchmark run's video (its seed's LAM and labels reused, nothing trained but the
+k-shot head, seconds), the pseudo-labels of the training transitions exactly as the
+``ours_relabel`` row makes them (:func:`lapo.benchmark.relabel_pseudo_labels`: the same labeled
+draw, head and labeling mode) are compared with the true actions, grouped into Procgen's
+``left`` (left-*), ``right`` (right-*), ``D`` (the D key: fruitbot's key throw, starpilot's and
+bossfight's fire) and ``other`` (every other action). Prints, per k, the row-normalized confusion
+matrix P(pseudo group | true group) and writes ``--out`` (JSON). True actions are read for
+scoring only. Procgen (15 actions) only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+GROUPS = ("left", "right", "D", "other")
+
+
+@dataclass
+class Args:
+    run_dir: Path
+    """A ``lapo benchmark`` run directory whose ``GAME/seedS`` LAM and labels exist."""
+    game: str = "fruitbot"
+    preset: str = "cpu-impala"
+    """The preset whose settings that run used (``cpu``, ``cpu-impala``; see ``lapo benchmark``)."""
+    ks: tuple[int, ...] = (64, 256)
+    seed: int = 0
+    threads: int = 1
+    """torch threads."""
+    out: Path | None = None
+    """JSON output (none: print only)."""
+
+
+def action_groups() -> np.ndarray:
+    """``(15,)`` int: Procgen action index -> index into :data:`GROUPS`."""
+    from envs.procgen import ACTION_NAMES
+
+    return np.array([0 if n.startswith("left") else 1 if n.startswith("right") else 2 if n == "D" else 3
+                     for n in ACTION_NAMES])
+
+
+def main(args: Args, cfg=None) -> dict:
+    """Run the diagnostic; ``cfg`` (a :class:`lapo.benchmark.BenchmarkConfig`) replaces the preset.
+
+    Raises:
+        ValueError: the game's action space is not Procgen's 15 discrete actions.
+    """
+    from envs.io import atomic_write_text
+    from lapo.benchmark import PRESETS, GameRun, relabel_pseudo_labels
+    from lapo.training import set_threads
+
+    set_threads(args.threads)
+    cfg = dataclasses.replace(cfg or PRESETS[args.preset][1], run_dir=args.run_dir)
+    run = GameRun(cfg, args.game)
+    group = action_groups()
+    if run.coding.space != {"type": "Discrete", "n": len(group)}:
+        raise ValueError(f"{args.game}: action space {run.coding.space}; this diagnostic groups Procgen's 15 actions")
+    true = group[run.oracle_actions()]
+    result = {"args": json.loads(json.dumps(vars(args), default=str)), "groups": GROUPS,
+              "true_share": (np.bincount(true, minlength=4) / len(true)).tolist(), "by_k": {}}
+    for k in args.ks:
+        pseudo = group[relabel_pseudo_labels(run, k, args.seed)[0]]
+        counts = np.zeros((4, 4))
+        np.add.at(counts, (true, pseudo), 1)
+        confusion = counts / counts.sum(1, keepdims=True).clip(min=1)
+        result["by_k"][str(k)] = {"confusion": confusion.tolist(), "agreement": float((pseudo == true).mean())}
+        print(f"k={k}: P(pseudo group | true group), agreement {(pseudo == true).mean():.3f}\n"
+              "| true \\ pseudo | " + " | ".join(GROUPS) + " | share of video |\n|---|" + "---|" * 5)
+        for g, row in enumerate(confusion):
+            print(f"| {GROUPS[g]} | " + " | ".join(f"{v:.3f}" for v in row) + f" | {result['true_share'][g]:.3f} |")
+    if args.out:
+        atomic_write_text(args.out, json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
