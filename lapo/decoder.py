@@ -263,6 +263,12 @@ def fit_action_head(latents_kL: np.ndarray, actions_k: np.ndarray, cfg: ActionHe
 
 
 @torch.no_grad()
+def balanced_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
+    """Mean over the classes present in ``true`` of their recall (``(M,)`` int arrays): a reader
+    that only ever predicts one class scores 1 / (classes present), whatever their shares."""
+    return float(np.mean([(pred[true == c] == c).mean() for c in np.unique(true)]))
+
+
 def probe_scores(train_latents: np.ndarray, train_actions: np.ndarray, test_latents: np.ndarray,
                  test_actions: np.ndarray, space) -> dict[str, float]:
     """Diagnostic k-shot probe: fit a head on (train latents, actions), score it on test.
@@ -287,10 +293,9 @@ def probe_scores(train_latents: np.ndarray, train_actions: np.ndarray, test_late
     if spec["type"] == "Discrete":
         pred = out.argmax(-1).numpy()
         majority = np.bincount(train_actions, minlength=spec["n"]).argmax()
-        recall = [(pred[test_actions == a] == a).mean() for a in np.unique(test_actions)]
         return {"probe_accuracy": float((pred == test_actions).mean()),
                 "majority_accuracy": float((test_actions == majority).mean()),
-                "probe_balanced_accuracy": float(np.mean(recall))}
+                "probe_balanced_accuracy": balanced_accuracy(pred, test_actions)}
     test = np.asarray(test_actions, np.float32).reshape(len(test_actions), -1)
     mse = float(((out.numpy() - test) ** 2).mean())
     mean_mse = float(((np.asarray(train_actions).reshape(len(train_actions), -1).mean(0) - test) ** 2).mean())

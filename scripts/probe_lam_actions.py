@@ -77,7 +77,7 @@ def main(args: Args) -> dict:
     from envs.dataset import EpisodeDataset
     from envs.io import atomic_write_text
     from lapo.baselines import pseudo_label, train_supervised_idm
-    from lapo.decoder import ActionCoding, probe_scores
+    from lapo.decoder import ActionCoding, balanced_accuracy, probe_scores
     from lapo.lam import LatentActionModel, encode_transitions
     from lapo.nets import IMPALA_WIDTHS
     from lapo.policy import PolicyConfig, PolicyTrainConfig
@@ -118,7 +118,7 @@ def main(args: Args) -> dict:
                                                          threads=args.threads), coding)
             pred, true = pseudo_label(idm, ds, test_t, coding, "argmax"), m[actions[test_t]]
             row[f"{name}_all"] = float((pred == true).mean())
-            row[f"{name}_all_balanced"] = float(np.mean([(pred[true == c] == c).mean() for c in np.unique(true)]))
+            row[f"{name}_all_balanced"] = balanced_accuracy(pred, true)
         rows.append(row)
         print(json.dumps(row), flush=True)
     cols = [f"{name}_k{k}" for name in maps for k in args.ks] + [f"{name}_all" for name in maps]

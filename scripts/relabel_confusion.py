@@ -17,28 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import tyro
 
+from scripts.latent_policy_codes import Args  # the same run-directory arguments (run_dir, game, preset, ks, seed, threads, out)
+
 GROUPS = ("left", "right", "D", "other")
-
-
-@dataclass
-class Args:
-    run_dir: Path
-    """A ``lapo benchmark`` run directory whose ``GAME/seedS`` LAM and labels exist."""
-    game: str = "fruitbot"
-    preset: str = "cpu-impala"
-    """The preset whose settings that run used (``cpu``, ``cpu-impala``; see ``lapo benchmark``)."""
-    ks: tuple[int, ...] = (64, 256)
-    seed: int = 0
-    threads: int = 1
-    """torch threads."""
-    out: Path | None = None
-    """JSON output (none: print only)."""
 
 
 def action_groups() -> np.ndarray:
