@@ -262,13 +262,13 @@ def fit_action_head(latents_kL: np.ndarray, actions_k: np.ndarray, cfg: ActionHe
     return head.eval()
 
 
-@torch.no_grad()
 def balanced_accuracy(pred: np.ndarray, true: np.ndarray) -> float:
     """Mean over the classes present in ``true`` of their recall (``(M,)`` int arrays): a reader
     that only ever predicts one class scores 1 / (classes present), whatever their shares."""
     return float(np.mean([(pred[true == c] == c).mean() for c in np.unique(true)]))
 
 
+@torch.no_grad()
 def probe_scores(train_latents: np.ndarray, train_actions: np.ndarray, test_latents: np.ndarray,
                  test_actions: np.ndarray, space) -> dict[str, float]:
     """Diagnostic k-shot probe: fit a head on (train latents, actions), score it on test.

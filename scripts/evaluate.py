@@ -30,7 +30,8 @@ class Args:
     episodes: int = 200
     """Episodes (one per parallel env, on the evaluation level range)."""
     seed: int = 0
-    """Level-draw seed: the same seed gives every agent the same levels."""
+    """Level-draw and action-sampling seed: the same seed gives every agent the same levels, and the
+    same agent the same episodes (as in ``lapo benchmark``, which seeds torch with it too)."""
     deterministic: bool = False
     """Greedy actions instead of sampling."""
     camera: str = DEFAULT_CAMERA
@@ -43,6 +44,7 @@ class Args:
 
 def main(args: Args) -> dict:
     import gymnasium as gym
+    import torch
 
     metaworld = args.env_name.endswith("-v3")
     if metaworld:
@@ -64,6 +66,7 @@ def main(args: Args) -> dict:
         if isinstance(model, Agent):
             model.coding.require(space, args.env_name)
         act = lambda obs: model.act(obs, args.deterministic)  # noqa: E731
+    torch.manual_seed(args.seed)  # sampled actions (agents, demonstrators) repeat for the same seed
     if metaworld:
         from lapo.evaluate import evaluate_metaworld
 

@@ -46,6 +46,8 @@ def test_stage_by_stage_pipeline(random_video, tmp_path):
          "--k", "16", "--out", agent, "--head.steps", "5", "--head-input", "idm")
     out = lapo("evaluate", "--agent", agent, "--episodes", "2")
     assert json.loads(out.stdout[out.stdout.index("{"):])["episodes"] == 2
+    again = lapo("evaluate", "--agent", agent, "--episodes", "2")  # sampled actions, the same seed: the same episodes
+    assert again.stdout[again.stdout.index("{"):] == out.stdout[out.stdout.index("{"):]
     config = json.loads((agent / "config.json").read_text())
     assert config["k"] == 16 and config["head_input"] == "idm" and config["tune_steps"] == 0
     lapo("fit-head", "--policy", policy, "--dataset", random_video, "--k", "16", "--out", tmp_path / "tuned",
