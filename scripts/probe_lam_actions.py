@@ -67,10 +67,18 @@ def action_classes(ds) -> dict[str, np.ndarray]:
         raise ValueError(f"{ds.path}: needs discrete actions (actions.npy and a Discrete action space)")
     maps = {"action": np.arange(space.n)}
     if ds.meta.get("source", {}).get("kind") == "procgen" and space.n == len(ACTION_NAMES):
-        maps["horizontal"] = np.array([0 if n.startswith("left") else 2 if n.startswith("right") else 1
-                                       for n in ACTION_NAMES])
-        maps["D"] = np.array([int(n == "D") for n in ACTION_NAMES])
+        maps.update(procgen_classes())
     return maps
+
+
+def procgen_classes() -> dict[str, np.ndarray]:
+    """Procgen's 15 actions -> ``horizontal`` (0 left-*, 1 neither, 2 right-*) and ``D`` (1 the D
+    key, 0 any other action), from :data:`envs.procgen.ACTION_NAMES`."""
+    from envs.procgen import ACTION_NAMES
+
+    return {"horizontal": np.array([0 if n.startswith("left") else 2 if n.startswith("right") else 1
+                                    for n in ACTION_NAMES]),
+            "D": np.array([int(n == "D") for n in ACTION_NAMES])}
 
 
 def main(args: Args) -> dict:

@@ -27,11 +27,12 @@ GROUPS = ("left", "right", "D", "other")
 
 
 def action_groups() -> np.ndarray:
-    """``(15,)`` int: Procgen action index -> index into :data:`GROUPS`."""
-    from envs.procgen import ACTION_NAMES
+    """``(15,)`` int: Procgen action index -> index into :data:`GROUPS` (the probe's ``horizontal``
+    and ``D`` classes, :func:`scripts.probe_lam_actions.procgen_classes`, combined)."""
+    from scripts.probe_lam_actions import procgen_classes
 
-    return np.array([0 if n.startswith("left") else 1 if n.startswith("right") else 2 if n == "D" else 3
-                     for n in ACTION_NAMES])
+    classes = procgen_classes()
+    return np.where(classes["D"] == 1, 2, np.array([0, 3, 1])[classes["horizontal"]])
 
 
 def main(args: Args, cfg=None) -> dict:
