@@ -61,9 +61,30 @@ class SupervisedIDM(Pretrained, nn.Module):
     def forward(self, window_B3HWC: torch.Tensor) -> torch.Tensor:
         return self.net(to_float(window_B3HWC))
 
+    def init_from_lam(self, lam: nn.Module) -> "SupervisedIDM":
+        """Start from a LAM's IDM (``lam.idm`` of a :class:`lapo.lam.LatentActionModel`, the same
+        network but for its output size): every weight but the output layer ``head.2`` (latent dim
+        -> A; this IDM keeps its fresh one) is copied. The IDM thus starts from features learned
+        from frames alone (action-free pretraining, then supervised fine-tuning as in VPT's IDM).
+        Returns self.
+
+        Raises:
+            ValueError: the networks differ (encoder, widths, hidden size or image size); the
+                message names the first mismatched weights.
+        """
+        theirs = {k: v for k, v in lam.idm.state_dict().items() if not k.startswith("head.2.")}
+        mine = self.net.state_dict()
+        bad = sorted(k for k in set(theirs) | set(mine) - {"head.2.weight", "head.2.bias"}
+                     if k not in mine or k not in theirs or mine[k].shape != theirs[k].shape)
+        if bad:
+            raise ValueError(f"the LAM's IDM is not this IDM's network (weights {bad[:3]} differ): build the "
+                             "SupervisedIDM with the LAM's idm_encoder, idm_channels, idm_hidden and image_size")
+        self.net.load_state_dict(theirs, strict=False)
+        return self
+
 
 def train_supervised_idm(ds, indices: np.ndarray, actions: np.ndarray, cfg: PolicyConfig, train_cfg,
-                         coding, writer=None) -> SupervisedIDM:
+                         coding, writer=None, init_lam: nn.Module | None = None) -> SupervisedIDM:
     """Fit a :class:`SupervisedIDM` on labeled transitions (loss of the action coding).
 
     Args:
@@ -72,12 +93,16 @@ def train_supervised_idm(ds, indices: np.ndarray, actions: np.ndarray, cfg: Poli
         actions: (k,) int64 or (k, D) float32 true actions of those transitions.
         cfg: network; train_cfg: :class:`lapo.policy.PolicyTrainConfig`; coding: the
             :class:`lapo.decoder.ActionCoding` of the action space.
+        init_lam: a LAM whose IDM the network starts from (:meth:`SupervisedIDM.init_from_lam`);
+            None: random initialization.
     """
     from lapo.policy import fit_network
     from lapo.training import build_device
 
-    device = build_device(train_cfg)
-    return fit_network(SupervisedIDM(cfg).to(device), ds.idm_window, np.asarray(indices), np.asarray(actions),
+    idm = SupervisedIDM(cfg)
+    if init_lam is not None:
+        idm.init_from_lam(init_lam)
+    return fit_network(idm.to(build_device(train_cfg)), ds.idm_window, np.asarray(indices), np.asarray(actions),
                        train_cfg, coding, writer, tag="supervised_idm")
 
 

@@ -20,6 +20,8 @@ method             what it trains                                               
 Optional rows (``--methods``): ``ours_bins`` / ``ours_regression`` (continuous action heads),
 ``ours_tuned`` (ours, then the whole agent fine-tuned end to end on the k labels with BC on k's
 recipe: the same row as ``bc`` but for the pretrained start, :func:`lapo.stages.tune_agent`),
+``ours_relabel_tuned`` (the same row as ``idm`` but for the start: the IDM is the seed's LAM's IDM,
+fine-tuned on the k labels),
 ``clam`` (continuous LAM trained jointly with an action decoder on the k labels, the decoder acts)
 ``ours_supervised`` (ours, with the k labels also supervising the LAM through that joint
 decoder: the label-efficient variant, :func:`jointly_supervised`), and the two RL rows (LAPO §3.4,
@@ -77,10 +79,10 @@ from lapo.policy import PolicyConfig, PolicyTrainConfig
 
 REFERENCES = ("random", "demonstrator")
 TRAINED = ("oracle_bc", "bc", "idm", "ours", "ours_relabel")  # the default methods besides the references
-OPTIONAL = ("ours_bins", "ours_regression", "ours_tuned", "clam", "ours_supervised", "ours_finetune", "ppo_scratch",
-            "oracle_bc_shuffled")  # further registered methods (registry: METHODS)
-K_METHODS = ("bc", "idm", "ours", "ours_bins", "ours_regression", "ours_tuned", "ours_relabel", "clam", "ours_supervised",
-             "oracle_bc_shuffled")  # results depend on k
+OPTIONAL = ("ours_bins", "ours_regression", "ours_tuned", "ours_relabel_tuned", "clam", "ours_supervised",
+            "ours_finetune", "ppo_scratch", "oracle_bc_shuffled")  # further registered methods (registry: METHODS)
+K_METHODS = ("bc", "idm", "ours", "ours_bins", "ours_regression", "ours_tuned", "ours_relabel", "ours_relabel_tuned",
+             "clam", "ours_supervised", "oracle_bc_shuffled")  # results depend on k
 LATENT_ROWS = tuple(m for m in K_METHODS if m not in ("bc", "idm", "oracle_bc_shuffled"))  # built on a latent action model (a seed's, or their own)
 METHOD_NAMES = {"random": "random", "demonstrator": "demonstrator", "oracle_bc": "oracle BC (all actions)",
                 "bc": "BC on k labels", "idm": "IDM on k labels -> BC", "ours": "latent policy + k-shot head",
@@ -88,6 +90,7 @@ METHOD_NAMES = {"random": "random", "demonstrator": "demonstrator", "oracle_bc":
                 "ours_regression": "latent policy + k-shot head (regression)",
                 "ours_tuned": "ours, then the whole agent BC-tuned on the k labels",
                 "ours_relabel": "LAM + k-shot head as IDM -> pseudo-labels -> BC",
+                "ours_relabel_tuned": "LAM's IDM fine-tuned on k labels -> pseudo-labels -> BC",
                 "oracle_bc_shuffled": "oracle BC on ours_relabel's labels shuffled within each true action",
                 "clam": "CLAM: continuous LAM + joint action decoder",
                 "ours_supervised": "ours + k labels inside LAM training (LAOM-style)",
@@ -317,11 +320,18 @@ class GameRun:
         if seed not in self._labels:
             from lapo import stages
 
-            cfg, d = self.cfg, self.dir / f"seed{seed}"
-            stages.train_lam(self.ds, d / "lam", cfg.lam, dataclasses.replace(cfg.lam_train, seed=seed),
-                             d / "tb" / "lam")
-            self._labels[seed] = stages.label(d / "lam", self.ds, d / "labels", device=cfg.lam_train.device)
+            self.lam(seed)
+            d = self.dir / f"seed{seed}"
+            self._labels[seed] = stages.label(d / "lam", self.ds, d / "labels", device=self.cfg.lam_train.device)
         return self._labels[seed]
+
+    def lam(self, seed: int):
+        """The seed's frames-only LAM, trained or (if saved) loaded."""
+        from lapo import stages
+
+        cfg, d = self.cfg, self.dir / f"seed{seed}"
+        return stages.train_lam(self.ds, d / "lam", cfg.lam, dataclasses.replace(cfg.lam_train, seed=seed),
+                                d / "tb" / "lam")[0]
 
     def latent_stages(self, seed: int):
         """``(Labels, latent policy)`` of a seed: :meth:`lam_labels` -> latent BC, each reused if saved."""
@@ -413,18 +423,28 @@ def bc_method(run: GameRun, k: int, seed: int):
     return run.bc(subset.indices, subset.actions, run.cfg.bc_train, seed, "bc_k"), None
 
 
-def idm_method(run: GameRun, k: int, seed: int):
-    """Supervised IDM on the k labels -> pseudo-labels for the video -> BC (VPT / BCO(0))."""
+def idm_pseudo_labels(run: GameRun, k: int, seed: int, from_lam: bool = False) -> tuple[np.ndarray, float]:
+    """The ``idm`` row's labeler: a supervised IDM (the LAM's IDM network) trained on the k labels
+    with ``idm_train`` labels every training transition of the video (``idm_pseudo_labels`` mode).
+    ``from_lam`` (the ``ours_relabel_tuned`` row): the IDM starts from the seed's LAM's IDM
+    (:meth:`lapo.baselines.SupervisedIDM.init_from_lam`), all else the same. Returns
+    ``(pseudo-labels of run.train_t, held-out agreement with the true actions)``."""
     from lapo.baselines import pseudo_label, train_supervised_idm
 
     cfg, subset = run.cfg, run.subset(k, seed)
     idm_cfg = PolicyConfig(image_size=cfg.lam.image_size, encoder=cfg.lam.idm_encoder, channels=cfg.lam.idm_channels,
                            hidden=cfg.lam.idm_hidden, out_dim=run.coding.out_dim)
     idm = train_supervised_idm(run.ds, subset.indices, subset.actions, idm_cfg,
-                               dataclasses.replace(cfg.idm_train, seed=seed), run.coding)
+                               dataclasses.replace(cfg.idm_train, seed=seed), run.coding,
+                               init_lam=run.lam(seed) if from_lam else None)
     probe = action_agreement(pseudo_label(idm, run.ds, run.test_t, run.coding), run.test_actions(), run.coding.space)
-    pseudo = pseudo_label(idm, run.ds, run.train_t, run.coding, cfg.idm_pseudo_labels, seed)
-    return run.bc(run.train_t, pseudo, cfg.policy_train, seed, "idm_bc"), probe
+    return pseudo_label(idm, run.ds, run.train_t, run.coding, cfg.idm_pseudo_labels, seed), probe
+
+
+def idm_method(run: GameRun, k: int, seed: int):
+    """Supervised IDM on the k labels -> pseudo-labels for the video -> BC (VPT / BCO(0))."""
+    pseudo, probe = idm_pseudo_labels(run, k, seed)
+    return run.bc(run.train_t, pseudo, run.cfg.policy_train, seed, "idm_bc"), probe
 
 
 def ours_method(run: GameRun, k: int, seed: int, head_cfg: ActionHeadConfig | None = None):
@@ -459,6 +479,12 @@ def relabel_pseudo_labels(run: GameRun, k: int, seed: int) -> tuple[np.ndarray, 
     return pseudo_label(head, run.ds, run.train_t, head.coding, cfg.idm_pseudo_labels, seed, read=read), probe
 
 
+LABELERS = {"idm": idm_pseudo_labels, "ours_relabel": relabel_pseudo_labels,
+            "ours_relabel_tuned": lambda run, k, seed: idm_pseudo_labels(run, k, seed, from_lam=True)}
+"""Rows that label the whole video from the k labels, then BC: row -> ``(run, k, seed) ->
+(pseudo-labels of run.train_t, held-out agreement)``, exactly as the row labels it."""
+
+
 def ours_relabel_method(run: GameRun, k: int, seed: int):
     """The LAM as a label-efficient IDM: :func:`relabel_pseudo_labels` labels every video
     transition, then BC on those pseudo-labels: the ``idm`` row's pipeline (same labeling mode, same
@@ -467,6 +493,15 @@ def ours_relabel_method(run: GameRun, k: int, seed: int):
     latent policy."""
     pseudo, probe = relabel_pseudo_labels(run, k, seed)
     return run.bc(run.train_t, pseudo, run.cfg.policy_train, seed, "ours_relabel"), probe
+
+
+def ours_relabel_tuned_method(run: GameRun, k: int, seed: int):
+    """``ours_relabel`` with the LAM's IDM itself fine-tuned on the k labels instead of a head on
+    its frozen latents: the ``idm`` row (same network, k-label budget ``idm_train``, labeling mode
+    and BC) started from the seed's frames-only LAM's IDM, so the row shows what action-free
+    pretraining adds to the supervised IDM's weights. No latent policy."""
+    pseudo, probe = idm_pseudo_labels(run, k, seed, from_lam=True)
+    return run.bc(run.train_t, pseudo, run.cfg.policy_train, seed, "ours_relabel_tuned"), probe
 
 
 def oracle_bc_shuffled_method(run: GameRun, k: int, seed: int):
@@ -578,7 +613,8 @@ def ppo_method(name: str):
 METHODS = {"random": random_method, "demonstrator": demonstrator_method, "oracle_bc": oracle_bc_method,
            "bc": bc_method, "idm": idm_method, "ours": ours_method, "ours_bins": ours_head("bins"),
            "ours_regression": ours_head("regression"), "ours_tuned": ours_tuned_method,
-           "ours_relabel": ours_relabel_method, "oracle_bc_shuffled": oracle_bc_shuffled_method,
+           "ours_relabel": ours_relabel_method, "ours_relabel_tuned": ours_relabel_tuned_method,
+           "oracle_bc_shuffled": oracle_bc_shuffled_method,
            "clam": jointly_supervised("clam_lam", "decoder", "clam"),
            "ours_supervised": jointly_supervised("lam", "fit", "supervised"),
            "ours_finetune": ppo_method("agent"), "ppo_scratch": ppo_method("scratch")}

@@ -37,8 +37,10 @@ def read_cells(cfg):
 @pytest.fixture(scope="module")
 def clean_run(tmp_path_factory):
     # ours_supervised: the k labels also enter LAM training; ours_relabel: they fit the head that
-    # pseudo-labels the whole video; and still no other action may
-    cfg = tiny_config(tmp_path_factory.mktemp("bench") / "clean", methods=TRAINED + ("ours_supervised",))
+    # pseudo-labels the whole video; ours_relabel_tuned: they fine-tune the LAM's IDM; and still no
+    # other action may
+    cfg = tiny_config(tmp_path_factory.mktemp("bench") / "clean",
+                      methods=TRAINED + ("ours_supervised", "ours_relabel_tuned"))
     return cfg, run_benchmark(cfg)
 
 
@@ -79,14 +81,15 @@ def test_rerun_resumes_and_a_new_k_adds_only_its_cells(clean_run, tmp_path):
     for c, stamp in stamps.items():
         assert cell_path(cfg.run_dir, "coinrun", *c).stat().st_mtime_ns == stamp, c
     new = set(cells_of(more, "coinrun")) - set(stamps)
-    assert new == {(m, 16, 0) for m in ("bc", "idm", "ours", "ours_supervised", "ours_relabel")}
+    assert new == {(m, 16, 0) for m in ("bc", "idm", "ours", "ours_supervised", "ours_relabel", "ours_relabel_tuned")}
     row = next(r for r in again["rows"] if r["method"] == "ours" and r["k"] == 16)
     assert row["episodes"] == cfg.eval_episodes and 0 <= row["probe_accuracy"] <= 1
     assert (cfg.run_dir / "results.md").read_text().count("| latent policy + k-shot head |") == 3
     assert (cfg.run_dir / "normalized_return.png").stat().st_size > 0
     report = run_benchmark(dataclasses.replace(cfg, ks=(8, 32), report_only=True))
     assert sorted(report["missing_cells"]) == [f"cells/coinrun/{m}/k32/seed0.json"
-                                                 for m in ("bc", "idm", "ours", "ours_relabel", "ours_supervised")]
+                                                 for m in ("bc", "idm", "ours", "ours_relabel", "ours_relabel_tuned",
+                                                           "ours_supervised")]
     assert not cell_path(cfg.run_dir, "coinrun", "ours", 32, 0).exists()
     # a report naming one method still holds every finished row (it replaces results.md)
     subset = run_benchmark(dataclasses.replace(more, methods=("bc",), report_only=True))
@@ -152,7 +155,8 @@ def test_workers_sharing_a_run_dir_compute_each_cell_and_stage_once(clean_run, t
 def test_results_hold_every_method_on_the_same_levels(clean_run):
     cfg, results = clean_run
     methods = {r["method"] for r in results["rows"]}
-    assert methods == {"random", "demonstrator", "oracle_bc", "bc", "idm", "ours", "ours_supervised", "ours_relabel"}
+    assert methods == {"random", "demonstrator", "oracle_bc", "bc", "idm", "ours", "ours_supervised", "ours_relabel",
+                       "ours_relabel_tuned"}
     ref = results["references"]["coinrun"]
     for r in results["rows"]:
         expected = (r["mean_return"] - ref["random"]) / (ref["demonstrator"] - ref["random"])
@@ -486,7 +490,8 @@ def test_relabel_confusion_groups_ours_relabels_labels_against_the_true_actions(
     cfg, _ = clean_run
     group = action_groups()
     assert group.tolist() == [0, 0, 0, 3, 3, 3, 1, 1, 1, 2, 3, 3, 3, 3, 3]  # left-*, right-*, D, the rest
-    out = main(Args(run_dir=cfg.run_dir, game="coinrun", ks=(8,)), cfg=cfg)["by_k"]["8"]
+    result = main(Args(run_dir=cfg.run_dir, game="coinrun", ks=(8,), labelers=("ours_relabel", "idm")), cfg=cfg)
+    out = result["labelers"]["ours_relabel"]["8"]
     run = GameRun(cfg, "coinrun")
     true, pseudo = group[run.oracle_actions()], group[relabel_pseudo_labels(run, 8, 0)[0]]
     confusion = np.asarray(out["confusion"])
@@ -495,3 +500,40 @@ def test_relabel_confusion_groups_ours_relabels_labels_against_the_true_actions(
         assert confusion[g].sum() == pytest.approx(1.0 if (true == g).any() else 0.0)
         if (true == g).any():
             assert confusion[g, g] == pytest.approx((pseudo[true == g] == g).mean())
+    idm = result["labelers"]["idm"]["8"]  # the idm row's labels: agreement = the share-weighted diagonal
+    assert idm["agreement"] == pytest.approx(np.dot(result["true_share"], np.diag(idm["confusion"])))
+    assert 0 <= idm["held_out_action_agreement"] <= 1
+    with pytest.raises(ValueError, match="labelers \\['ours'\\]: choose from"):
+        main(Args(run_dir=cfg.run_dir, game="coinrun", ks=(8,), labelers=("ours",)), cfg=cfg)
+
+
+def test_ours_relabel_tuned_starts_the_idm_rows_network_from_the_lams_idm(clean_run, monkeypatch):
+    """The row is the ``idm`` row but for the IDM's start: every LAM IDM weight except the output
+    layer is copied; the ``idm`` row starts at random; a network of other sizes is refused."""
+    import lapo.policy
+    from lapo.baselines import SupervisedIDM
+
+    cfg, _ = clean_run
+    run, started = GameRun(cfg, "coinrun"), {}
+
+    def fit_network(model, *args, **kwargs):  # record the network as training starts
+        started[kwargs.get("tag")] = {k: v.clone() for k, v in model.net.state_dict().items()}
+        return model
+
+    monkeypatch.setattr(lapo.policy, "fit_network", fit_network)
+    monkeypatch.setattr(run, "bc", lambda *a: None)
+    lam_idm = run.lam(0).idm.state_dict()
+    METHODS["ours_relabel_tuned"](run, 8, 0)
+    tuned = started.pop("supervised_idm")
+    METHODS["idm"](run, 8, 0)
+    scratch = started.pop("supervised_idm")
+    assert set(tuned) == set(lam_idm)
+    for name, weight in tuned.items():
+        if name.startswith("head.2."):  # the output layer: true actions, not the latent
+            assert weight.shape[0] == run.coding.out_dim != lam_idm[name].shape[0]
+        else:
+            assert torch.equal(weight, lam_idm[name]) and not torch.equal(scratch[name], lam_idm[name]), name
+    other = PolicyConfig(image_size=cfg.lam.image_size, encoder=cfg.lam.idm_encoder, channels=(4, 4, 4),
+                         hidden=cfg.lam.idm_hidden, out_dim=run.coding.out_dim)
+    with pytest.raises(ValueError, match="not this IDM's network"):
+        SupervisedIDM(other).init_from_lam(run.lam(0))
