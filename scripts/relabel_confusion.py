@@ -5,7 +5,7 @@ that label the video: ``idm``, ``ours_relabel_tuned``) get wrong, and into what?
         --ks 256 --labelers ours_relabel ours_relabel_tuned idm --out docs/relabel_confusion_fruitbot.json
 
 On a finished benchmark run's video (its seed's LAM and labels reused; nothing trained but each
-row's k-label model: the head in seconds, an IDM in about a minute), the pseudo-labels of the
+row's k-label model: the head in seconds, an IDM and its labeling in minutes), the pseudo-labels of the
 training transitions exactly as each row makes them (:data:`lapo.benchmark.LABELERS`: the same
 labeled draw, model, budget and labeling mode) are compared with the true actions, grouped into Procgen's
 ``left`` (left-*), ``right`` (right-*), ``D`` (the D key: fruitbot's key throw, starpilot's and
