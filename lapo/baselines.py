@@ -99,10 +99,11 @@ def train_supervised_idm(ds, indices: np.ndarray, actions: np.ndarray, cfg: Poli
     from lapo.policy import fit_network
     from lapo.training import build_device
 
+    device = build_device(train_cfg)  # seeds torch: first, so the initialization is the seed's
     idm = SupervisedIDM(cfg)
     if init_lam is not None:
         idm.init_from_lam(init_lam)
-    return fit_network(idm.to(build_device(train_cfg)), ds.idm_window, np.asarray(indices), np.asarray(actions),
+    return fit_network(idm.to(device), ds.idm_window, np.asarray(indices), np.asarray(actions),
                        train_cfg, coding, writer, tag="supervised_idm")
 
 
