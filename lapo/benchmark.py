@@ -441,10 +441,17 @@ def idm_pseudo_labels(run: GameRun, k: int, seed: int, from_lam: bool = False) -
     return pseudo_label(idm, run.ds, run.train_t, run.coding, cfg.idm_pseudo_labels, seed), probe
 
 
+def bc_on_pseudo_labels(run: GameRun, labeler: str, k: int, seed: int, tag: str):
+    """A labeling row: ``LABELERS[labeler]`` labels every training transition of the video from the
+    k labels, then whole-video BC (``policy_train``) on those labels. Returns ``(agent, held-out
+    agreement of the labeler)``."""
+    pseudo, probe = LABELERS[labeler](run, k, seed)
+    return run.bc(run.train_t, pseudo, run.cfg.policy_train, seed, tag), probe
+
+
 def idm_method(run: GameRun, k: int, seed: int):
     """Supervised IDM on the k labels -> pseudo-labels for the video -> BC (VPT / BCO(0))."""
-    pseudo, probe = idm_pseudo_labels(run, k, seed)
-    return run.bc(run.train_t, pseudo, run.cfg.policy_train, seed, "idm_bc"), probe
+    return bc_on_pseudo_labels(run, "idm", k, seed, "idm_bc")
 
 
 def ours_method(run: GameRun, k: int, seed: int, head_cfg: ActionHeadConfig | None = None):
@@ -491,8 +498,7 @@ def ours_relabel_method(run: GameRun, k: int, seed: int):
     BC) with the frames-only LAM + head in place of the supervised IDM, so the row shows what
     action-free pretraining adds to the IDM (the LAM's latents as features for VPT's recipe). No
     latent policy."""
-    pseudo, probe = relabel_pseudo_labels(run, k, seed)
-    return run.bc(run.train_t, pseudo, run.cfg.policy_train, seed, "ours_relabel"), probe
+    return bc_on_pseudo_labels(run, "ours_relabel", k, seed, "ours_relabel")
 
 
 def ours_relabel_tuned_method(run: GameRun, k: int, seed: int):
@@ -500,8 +506,7 @@ def ours_relabel_tuned_method(run: GameRun, k: int, seed: int):
     its frozen latents: the ``idm`` row (same network, k-label budget ``idm_train``, labeling mode
     and BC) started from the seed's frames-only LAM's IDM, so the row shows what action-free
     pretraining adds to the supervised IDM's weights. No latent policy."""
-    pseudo, probe = idm_pseudo_labels(run, k, seed, from_lam=True)
-    return run.bc(run.train_t, pseudo, run.cfg.policy_train, seed, "ours_relabel_tuned"), probe
+    return bc_on_pseudo_labels(run, "ours_relabel_tuned", k, seed, "ours_relabel_tuned")
 
 
 def oracle_bc_shuffled_method(run: GameRun, k: int, seed: int):
@@ -881,6 +886,40 @@ def finetune_curves(cfg: BenchmarkConfig, refs: dict) -> dict:
     return out
 
 
+def paired_difference(by_key: dict, refs: dict, row: tuple, base: tuple) -> dict | None:
+    """``row`` − ``base`` (each ``(method, k)``, k None for a k-independent row): the paired
+    difference of normalized returns, episode by episode on the same levels of every seed both have,
+    divided by the game's demonstrator − random gap (references averaged over those seeds), with a
+    stratified bootstrap 95% CI (:func:`lapo.stats.bootstrap_ci`, one stratum per game and seed).
+    Arguments as :func:`targets`. Returns ``{"games", "mean", "ci95", "above" (CI low end > 0),
+    "per_game": game -> {"mean", "ci95", "seeds", "worse_beyond_ci" (CI high end < 0)}}``, or None
+    when no game has both rows and references on a common seed."""
+    from lapo.stats import bootstrap_ci
+
+    per_game, strata = {}, []
+    for game, per_seed in refs.items():
+        ours = {c["seed"]: c for c in by_key.get((game, *row), [])}
+        other = {c["seed"]: c for c in by_key.get((game, *base), [])}
+        seeds = sorted(set(ours) & set(other) & set(per_seed))
+        if not seeds:
+            continue
+        ref = reference_over(per_seed, seeds)
+        gap = ref["demonstrator"] - ref["random"]
+        if gap == 0:
+            continue
+        diffs = [(np.asarray(ours[s]["returns"], float) - np.asarray(other[s]["returns"], float)) / gap
+                 for s in seeds]
+        lo, hi = bootstrap_ci(diffs)
+        per_game[game] = {"mean": float(np.mean([d.mean() for d in diffs])), "ci95": [lo, hi],
+                          "seeds": len(diffs), "worse_beyond_ci": hi < 0}
+        strata += diffs
+    if not per_game:
+        return None
+    lo, hi = bootstrap_ci(strata)
+    return {"games": list(per_game), "mean": float(np.mean([d.mean() for d in strata])), "ci95": [lo, hi],
+            "above": lo > 0, "per_game": per_game}
+
+
 def targets(by_key: dict, refs: dict, average: list[dict], ours_row: str = "ours") -> dict:
     """Issue 11's offline targets, evaluated on the finished cells of the row ``ours_row``
     (:attr:`BenchmarkConfig.ours`; "ours" below).
@@ -901,36 +940,14 @@ def targets(by_key: dict, refs: dict, average: list[dict], ours_row: str = "ours
             references' averaged over the seeds it has.
         average: :func:`aggregate`'s per-(method, k) averages over games.
     """
-    from lapo.stats import bootstrap_ci
-
     ours256 = [a["normalized_return"] for a in average if a["method"] == ours_row and a["k"] == 256]
     ks = sorted({k for (_, m, k) in by_key if m == ours_row and k is not None and k >= 64})
     paired = {}
     for k in ks:
         for base in ("bc", "idm"):
-            per_game, strata = {}, []
-            for game, per_seed in refs.items():
-                ours = {c["seed"]: c for c in by_key.get((game, ours_row, k), [])}
-                other = {c["seed"]: c for c in by_key.get((game, base, k), [])}
-                seeds = sorted(set(ours) & set(other) & set(per_seed))
-                if not seeds:
-                    continue
-                ref = reference_over(per_seed, seeds)
-                gap = ref["demonstrator"] - ref["random"]
-                if gap == 0:
-                    continue
-                diffs = [(np.asarray(ours[s]["returns"], float) - np.asarray(other[s]["returns"], float)) / gap
-                         for s in seeds]
-                lo, hi = bootstrap_ci(diffs)
-                per_game[game] = {"mean": float(np.mean([d.mean() for d in diffs])), "ci95": [lo, hi],
-                                  "seeds": len(diffs), "worse_beyond_ci": hi < 0}
-                strata += diffs
-            if not per_game:
-                continue
-            lo, hi = bootstrap_ci(strata)
-            paired[f"k{k}_ours_minus_{base}"] = {
-                "k": k, "baseline": base, "games": list(per_game), "mean": float(np.mean([d.mean() for d in strata])),
-                "ci95": [lo, hi], "above": lo > 0, "per_game": per_game}
+            d = paired_difference(by_key, refs, (ours_row, k), (base, k))
+            if d is not None:
+                paired[f"k{k}_ours_minus_{base}"] = {"k": k, "baseline": base, **d}
     return {"ours": ours_row, "ours_k256_average_normalized": ours256[0] if ours256 else None, "games": list(refs),
             "ours_k256_at_least_0.8": bool(ours256 and ours256[0] >= 0.8),
             "paired_differences": paired,

@@ -537,3 +537,17 @@ def test_ours_relabel_tuned_starts_the_idm_rows_network_from_the_lams_idm(clean_
                          hidden=cfg.lam.idm_hidden, out_dim=run.coding.out_dim)
     with pytest.raises(ValueError, match="not this IDM's network"):
         SupervisedIDM(other).init_from_lam(run.lam(0))
+
+
+def test_paired_rows_script_pairs_any_two_rows_episode_by_episode(clean_run):
+    from scripts.paired_rows import Args, main
+
+    cfg, _ = clean_run
+    cells = read_cells(cfg)
+    ref = {m: cells[(m, None, 0)]["mean_return"] for m in ("random", "demonstrator")}
+    d = main(Args(run_dir=cfg.run_dir, rows=("ours_relabel_tuned", "oracle_bc"), k=8))
+    diff = (np.asarray(cells[("ours_relabel_tuned", 8, 0)]["returns"]) - np.asarray(cells[("oracle_bc", None, 0)]["returns"]))
+    gap = ref["demonstrator"] - ref["random"]
+    assert gap != 0 and d["mean"] == pytest.approx(diff.mean() / gap) and d["ci95"][0] <= d["mean"] <= d["ci95"][1]
+    with pytest.raises(ValueError, match="no game"):
+        main(Args(run_dir=cfg.run_dir, rows=("ours_relabel_tuned", "clam"), k=8))

@@ -167,3 +167,18 @@ def test_probe_evaluates_at_each_step_count_of_one_run(tmp_path, monkeypatch):
     assert (tmp_path / "expert_coinrun" / "ppo_checkpoint.zip").is_file()
     with pytest.raises(ValueError, match="steps"):
         probe.ProbeConfig(games=["coinrun"], steps=())
+
+
+def test_training_return_summarizes_the_logged_rollouts_in_a_step_range(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    from scripts.training_return import Args, main
+
+    with SummaryWriter(tmp_path / "tb" / "PPO_1") as w:
+        for step, value in [(100, 1.0), (200, 3.0), (300, 5.0), (400, 9.0)]:
+            w.add_scalar("rollout/ep_rew_mean", value, step)
+            w.add_scalar("train/loss", -value, step)  # another tag: not read
+    out = main(Args(tb=tmp_path / "tb", from_step=200, to_step=300))
+    assert out == {"rollouts": 2, "first_step": 200, "last_step": 300, "mean": 4.0, "min": 3.0, "max": 5.0}
+    with pytest.raises(ValueError, match="no rollout/ep_rew_mean"):
+        main(Args(tb=tmp_path / "tb", from_step=500))
