@@ -107,7 +107,9 @@ def collect(cfg: CollectConfig) -> Path:
 def collect_record(cfg: CollectConfig) -> dict:
     """The fields of ``cfg`` that determine the video (not where it is written), as stored in
     ``meta.json["collect_config"]``, plus a hash of the demonstrator's weights (a demonstrator
-    retrained into the same directory makes other video); a random collector has no demonstrator."""
+    retrained into the same directory makes other video); a random collector has no demonstrator.
+    The demonstrator's path is kept for the record but is not compared (:func:`same_video`): the
+    weights' hash says which demonstrator it was."""
     import hashlib
 
     from envs.demonstrator import shipped_demonstrator
@@ -120,3 +122,15 @@ def collect_record(cfg: CollectConfig) -> dict:
         weights = Path(cfg.demonstrator or shipped_demonstrator(cfg.env_name)) / "model.safetensors"
         record["demonstrator_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()[:16] if weights.is_file() else None
     return record
+
+
+def same_video(recorded: dict | None, requested: dict) -> bool:
+    """Whether a dataset's stored ``collect_config`` and a requested :func:`collect_record` make the
+    same video: equal but for the demonstrator's path where both hash its weights (``lapo collect``
+    records ``None`` for the shipped demonstrator, the benchmark its path). Any domain's records
+    (Meta-World's have no demonstrator: plain equality)."""
+    if recorded is None:
+        return False
+    if recorded.get("demonstrator_sha256") and requested.get("demonstrator_sha256"):
+        recorded, requested = ({k: v for k, v in r.items() if k != "demonstrator"} for r in (recorded, requested))
+    return recorded == requested

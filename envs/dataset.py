@@ -167,9 +167,16 @@ class EpisodeDataset:
         return None
 
     def fingerprint(self) -> str:
-        """A short hash of ``meta.json`` (which holds a ``dataset_id`` drawn anew each time a dataset
-        is written) and ``episode_ends.npy``: identifies the dataset for the stages' reuse rules
-        without reading the frames."""
+        """A short hash that identifies the dataset's content for the stages' reuse rules, without
+        reading the frames: ``meta.json`` less its provenance fields (:data:`PROVENANCE`: the
+        ``dataset_id`` drawn anew at each write, who collected it and how), whose ``content_sha256``
+        (written by :class:`EpisodeWriter`) covers every array. So a byte-identical re-collection,
+        or the same video collected by ``lapo collect`` and by the benchmark, keeps every stage
+        trained on it. A dataset written before ``content_sha256`` existed is identified by its
+        ``meta.json`` and ``episode_ends.npy`` bytes, as it was then (each write a new dataset)."""
+        if "content_sha256" in self.meta:
+            kept = {k: v for k, v in self.meta.items() if k not in PROVENANCE}
+            return hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:16]
         h = hashlib.sha256((self.path / "meta.json").read_bytes())
         h.update((self.path / "episode_ends.npy").read_bytes())
         return h.hexdigest()[:16]
@@ -255,6 +262,23 @@ class EpisodeDataset:
         val_eps = rng.choice(self.num_episodes, size=n_val, replace=False)
         is_val = np.isin(self.episode_index[self.transition_indices], val_eps)
         return self.transition_indices[~is_val], self.transition_indices[is_val]
+
+
+PROVENANCE = ("dataset_id", "collector", "collect_config")
+"""``meta.json`` fields that say where a dataset came from, not what it holds: left out of
+:meth:`EpisodeDataset.fingerprint`."""
+
+
+def content_hash(path: Path) -> str:
+    """SHA-256 (hex, 32 digits) of a dataset directory's arrays: every ``*.npy`` file's name and
+    bytes, in name order, the frames read in 64 MiB chunks (about 1 s per GB here)."""
+    h = hashlib.sha256()
+    for file in sorted(Path(path).glob("*.npy")):
+        h.update(file.name.encode())
+        with open(file, "rb") as f:
+            while chunk := f.read(64 << 20):
+                h.update(chunk)
+    return h.hexdigest()[:32]
 
 
 class EpisodeWriter:
@@ -403,7 +427,7 @@ class EpisodeWriter:
             np.save(self.tmp / "rewards.npy", np.concatenate(self._rewards).astype(np.float32))
         meta = {"format_version": FORMAT_VERSION, "dataset_id": uuid.uuid4().hex, "num_frames": self.num_frames,
                 "num_episodes": len(self._ends), "frame_shape": list(self._frame_shape),
-                "has_actions": bool(self._actions), **self.meta}
+                "has_actions": bool(self._actions), "content_sha256": content_hash(self.tmp), **self.meta}
         (self.tmp / "meta.json").write_text(json.dumps(meta, indent=2))
         old = None
         if self.path.exists():

@@ -39,12 +39,12 @@ from lapo.training import run_record
 
 
 def fingerprint(path: str | os.PathLike) -> str:
-    """A short content hash of a stage output: a checkpoint (``config.json`` + ``model.safetensors``),
-    a dataset (``meta.json`` + ``episode_ends.npy``) or a labels directory (``meta.json`` +
-    ``latents.npy`` header and size)."""
+    """A short content hash of a stage output: a checkpoint (``config.json`` + ``model.safetensors``)
+    or a labels directory (``meta.json`` + ``latents.npy`` size). A dataset has its own:
+    :meth:`envs.dataset.EpisodeDataset.fingerprint`."""
     path = Path(path)
     h = hashlib.sha256()
-    for name in ("config.json", "model.safetensors", "meta.json", "episode_ends.npy"):
+    for name in ("config.json", "model.safetensors", "meta.json"):
         if (path / name).is_file():
             h.update((path / name).read_bytes())
     if (path / "latents.npy").is_file():
@@ -74,12 +74,16 @@ def pool_hash(indices: np.ndarray) -> str:
 def collect(cfg, reuse: bool = True) -> EpisodeDataset:
     """Record demonstrator video: Procgen (:class:`envs.collect.CollectConfig`) or Meta-World's
     scripted experts (:class:`envs.metaworld.MetaWorldCollectConfig`). Reuse rule: ``cfg.out`` holds a
-    dataset collected with the same settings and demonstrator weights (``meta.json["collect_config"]``);
-    a collected dataset of other settings is replaced once the new one is complete.
+    dataset collected with the same settings and demonstrator weights (``meta.json["collect_config"]``,
+    :func:`envs.collect.same_video`); a collected dataset of other settings is replaced once the new
+    one is complete. Stages after it are keyed on the dataset's content
+    (:meth:`envs.dataset.EpisodeDataset.fingerprint`), so a re-collection that writes the same
+    video (``reuse=False``, a changed setting that does not change the video) keeps them.
 
     Raises:
         FileExistsError: ``cfg.out`` holds a dataset that ``collect`` did not make.
     """
+    from envs.collect import same_video
     from envs.metaworld import MetaWorldCollectConfig
 
     if isinstance(cfg, MetaWorldCollectConfig):
@@ -95,7 +99,7 @@ def collect(cfg, reuse: bool = True) -> EpisodeDataset:
         if meta.is_file() and recorded is None:
             raise FileExistsError(f"{cfg.out} holds a dataset that `lapo collect` did not make (imported video?); "
                                   "choose another output directory rather than overwrite it")
-        if not (reuse and recorded == collect_record(cfg)):
+        if not (reuse and same_video(recorded, collect_record(cfg))):
             run_collect(dataclasses.replace(cfg, overwrite=True))
     return EpisodeDataset(cfg.out)
 

@@ -134,6 +134,23 @@ def test_collect_stage_reuses_video_only_if_collected_with_the_same_config(tmp_p
     assert (tmp_path / "d" / "frames.npy").stat().st_mtime_ns == stamp  # reused, not rewritten
     other = stages.collect(CollectConfig(out=tmp_path / "d", policy="random", num_frames=50, num_envs=4, seed=1))
     assert other.fingerprint() != first
+    # a byte-identical re-collection (forced) rewrites the files but is the same dataset for later stages
+    again = stages.collect(cfg, reuse=False)
+    assert (tmp_path / "d" / "frames.npy").stat().st_mtime_ns != stamp
+    assert again.fingerprint() == first
+
+
+def test_collect_stage_reuses_the_shipped_demonstrators_video_named_by_path_or_by_default(tmp_path):
+    from envs.collect import CollectConfig
+    from envs.demonstrator import shipped_demonstrator
+    from lapo import stages
+
+    by_default = stages.collect(CollectConfig(out=tmp_path / "d", num_frames=50, num_envs=4))  # as `lapo collect`
+    stamp = (tmp_path / "d" / "frames.npy").stat().st_mtime_ns
+    named = stages.collect(CollectConfig(out=tmp_path / "d", num_frames=50, num_envs=4,  # as the benchmark
+                                         demonstrator=shipped_demonstrator("coinrun")))
+    assert (tmp_path / "d" / "frames.npy").stat().st_mtime_ns == stamp  # reused, not re-collected
+    assert named.fingerprint() == by_default.fingerprint()
 
 
 def test_readme_python_example_imports_resolve():

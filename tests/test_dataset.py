@@ -112,3 +112,35 @@ def test_action_free_dataset_has_no_labeled_subset(tmp_path):
     assert not ds.has_actions
     with pytest.raises(ValueError, match="action-free"):
         ds.labeled_subset(1)
+
+
+def _write(path, frames, actions, meta):
+    with EpisodeWriter(path, meta, overwrite=True) as w:
+        w.add_episode(frames, actions)
+    return EpisodeDataset(path)
+
+
+def test_fingerprint_keys_on_content_not_on_the_write_or_its_provenance(tmp_path):
+    frames, actions = encoded_episode(0, 5), np.arange(5)
+    first = _write(tmp_path / "a", frames, actions, {"source": {"kind": "synthetic"}, "collector": {"by": "cli"}})
+    fingerprint, dataset_id = first.fingerprint(), first.meta["dataset_id"]
+    again = _write(tmp_path / "a", frames, actions, {"source": {"kind": "synthetic"}, "collector": {"by": "benchmark"}})
+    assert again.meta["dataset_id"] != dataset_id  # a new write ...
+    assert again.fingerprint() == fingerprint  # ... of the same video is the same dataset
+    pixel = frames.copy()
+    pixel[3, 10, 10, 1] = 1
+    assert _write(tmp_path / "b", pixel, actions, {"source": {"kind": "synthetic"}}).fingerprint() != fingerprint
+    assert _write(tmp_path / "c", frames, actions[::-1].copy(),
+                  {"source": {"kind": "synthetic"}}).fingerprint() != fingerprint
+    assert _write(tmp_path / "d", frames, actions, {"source": {"kind": "other"}}).fingerprint() != fingerprint
+
+
+def test_a_dataset_written_before_content_hashes_keeps_its_old_fingerprint(tmp_path):
+    import hashlib
+
+    ds = _write(tmp_path / "old", encoded_episode(0, 4), np.arange(4), {"source": {"kind": "synthetic"}})
+    meta = {k: v for k, v in ds.meta.items() if k != "content_sha256"}
+    (ds.path / "meta.json").write_text(json.dumps(meta))
+    h = hashlib.sha256((ds.path / "meta.json").read_bytes())
+    h.update((ds.path / "episode_ends.npy").read_bytes())
+    assert EpisodeDataset(ds.path).fingerprint() == h.hexdigest()[:16]  # its stages stay valid
