@@ -787,21 +787,10 @@ def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
     from envs.procgen import procgen_normalized
     from lapo.stats import bootstrap_ci, normalized_return
 
-    by_key: dict[tuple, list[dict]] = {}
-    for c in cells:
-        by_key.setdefault((c["game"], c["method"], c["k"]), []).append(c)
-    levels: dict[tuple, list] = {}
-    for c in cells:
-        first = levels.setdefault((c["game"], c["seed"]), c["level_seeds"])
-        if first != c["level_seeds"]:
-            raise ValueError(f"{c['game']} seed {c['seed']}: {c['method']} k={c['k']} played other levels")
+    by_key, all_refs = index_cells(cells)
     rows, refs, per_seed = [], {}, {}
     for game in cfg.games:
-        seed_refs = {}  # seed -> references, for seeds with both
-        for m in REFERENCES:
-            for c in by_key.get((game, m, None), []):
-                seed_refs.setdefault(c["seed"], {})[m] = c["mean_return"]
-        seed_refs = {s: r for s, r in sorted(seed_refs.items()) if len(r) == len(REFERENCES)}
+        seed_refs = all_refs.get(game)
         if not seed_refs:
             continue  # no references yet: nothing to normalize by
         per_seed[game] = seed_refs
@@ -838,6 +827,30 @@ def aggregate(cells: list[dict], cfg: BenchmarkConfig) -> dict:
             "targets": targets(by_key, per_seed, average, cfg.ours),
             "total_train_seconds": sum(c["train_seconds"] for c in cells),
             "total_eval_seconds": sum(c["eval_seconds"] for c in cells)}
+
+
+def index_cells(cells: list[dict]) -> tuple[dict, dict]:
+    """Cells by ``(game, method, k)``, and per game the references of each seed that has both
+    (game -> seed -> ``{"random": R, "demonstrator": R}``, seeds in order): what :func:`aggregate`
+    and :func:`paired_difference` read.
+
+    Raises:
+        ValueError: two methods of one (game, seed) were evaluated on different levels.
+    """
+    by_key: dict[tuple, list[dict]] = {}
+    levels: dict[tuple, list] = {}
+    for c in cells:
+        by_key.setdefault((c["game"], c["method"], c["k"]), []).append(c)
+        first = levels.setdefault((c["game"], c["seed"]), c["level_seeds"])
+        if first != c["level_seeds"]:
+            raise ValueError(f"{c['game']} seed {c['seed']}: {c['method']} k={c['k']} played other levels")
+    refs: dict[str, dict] = {}
+    for (game, method, _), group in by_key.items():
+        if method in REFERENCES:
+            for c in group:
+                refs.setdefault(game, {}).setdefault(c["seed"], {})[method] = c["mean_return"]
+    refs = {g: {s: r for s, r in sorted(per_seed.items()) if len(r) == len(REFERENCES)} for g, per_seed in refs.items()}
+    return by_key, refs
 
 
 def reference_over(per_seed: dict, seeds) -> dict:

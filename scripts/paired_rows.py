@@ -30,15 +30,10 @@ class Args:
 
 def main(args: Args) -> dict:
     """Raises ValueError when the two rows share no seed with references in the run directory."""
-    from lapo.benchmark import K_METHODS, paired_difference
+    from lapo.benchmark import K_METHODS, index_cells, paired_difference
 
-    by_key, refs = {}, {}
-    for path in sorted(Path(args.run_dir, "cells").glob("*/*/*/seed*.json")):
-        c = json.loads(path.read_text())
-        by_key.setdefault((c["game"], c["method"], c["k"]), []).append(c)
-        if c["method"] in ("random", "demonstrator"):
-            refs.setdefault(c["game"], {}).setdefault(c["seed"], {})[c["method"]] = c["mean_return"]
-    refs = {g: {s: r for s, r in per_seed.items() if len(r) == 2} for g, per_seed in refs.items()}
+    by_key, refs = index_cells([json.loads(p.read_text())
+                                for p in sorted(Path(args.run_dir, "cells").glob("*/*/*/seed*.json"))])
     row, base = ((m, args.k if m in K_METHODS else None) for m in args.rows)
     d = paired_difference(by_key, refs, row, base)
     if d is None:
