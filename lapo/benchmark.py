@@ -3,25 +3,26 @@
 For each game (video from its shipped demonstrator), each k (labeled transitions) and each seed,
 on the same video, the same k labeled transitions and the same unseen evaluation levels:
 
-=================  ====================================================================  =======
-method             what it trains                                                         actions
-=================  ====================================================================  =======
-``random``         nothing (uniform actions; normalization reference 0)                   none
-``demonstrator``   nothing (the PPO agent that made the video; reference 1)               none
-``oracle_bc``      BC on every transition of the video with its true action               all
-``bc``             BC on the k labeled transitions only                                   k
-``idm``            supervised IDM on the k -> pseudo-labels for the video -> BC (VPT)     k
-``ours``           LAM on frames -> latent BC -> k-shot action head (LAPO §3)             k
-``ours_relabel``   LAM on frames, k-shot head on its IDM latents as ``idm``'s IDM ->     k
-                   pseudo-labels for the video -> BC (no latent policy); "ours" of the
-                   targets (:attr:`BenchmarkConfig.ours`)
-=================  ====================================================================  =======
+======================  ====================================================================  =======
+method                  what it trains                                                         actions
+======================  ====================================================================  =======
+``random``              nothing (uniform actions; normalization reference 0)                   none
+``demonstrator``        nothing (the PPO agent that made the video; reference 1)               none
+``oracle_bc``           BC on every transition of the video with its true action               all
+``bc``                  BC on the k labeled transitions only                                   k
+``idm``                 supervised IDM on the k -> pseudo-labels for the video -> BC (VPT)     k
+``ours``                LAM on frames -> latent BC -> k-shot action head (LAPO §3)             k
+``ours_relabel_tuned``  LAM on frames, its IDM fine-tuned on the k as ``idm``'s IDM ->          k
+                        pseudo-labels for the video -> BC: the ``idm`` row but for the start
+                        (the seed's LAM's IDM; no latent policy); "ours" of the targets
+                        (:attr:`BenchmarkConfig.ours`)
+======================  ====================================================================  =======
 
 Optional rows (``--methods``): ``ours_bins`` / ``ours_regression`` (continuous action heads),
 ``ours_tuned`` (ours, then the whole agent fine-tuned end to end on the k labels with BC on k's
 recipe: the same row as ``bc`` but for the pretrained start, :func:`lapo.stages.tune_agent`),
-``ours_relabel_tuned`` (the same row as ``idm`` but for the start: the IDM is the seed's LAM's IDM,
-fine-tuned on the k labels),
+``ours_relabel`` (a k-shot head on the LAM's frozen IDM latents as the IDM; "ours" until
+2026-11-29),
 ``clam`` (continuous LAM trained jointly with an action decoder on the k labels, the decoder acts)
 ``ours_supervised`` (ours, with the k labels also supervising the LAM through that joint
 decoder: the label-efficient variant, :func:`jointly_supervised`), and the two RL rows (LAPO §3.4,
@@ -78,8 +79,8 @@ from lapo.nets import IMPALA_WIDTHS
 from lapo.policy import PolicyConfig, PolicyTrainConfig
 
 REFERENCES = ("random", "demonstrator")
-TRAINED = ("oracle_bc", "bc", "idm", "ours", "ours_relabel")  # the default methods besides the references
-OPTIONAL = ("ours_bins", "ours_regression", "ours_tuned", "ours_relabel_tuned", "clam", "ours_supervised",
+TRAINED = ("oracle_bc", "bc", "idm", "ours", "ours_relabel_tuned")  # the default methods besides the references
+OPTIONAL = ("ours_bins", "ours_regression", "ours_tuned", "ours_relabel", "clam", "ours_supervised",
             "ours_finetune", "ppo_scratch", "oracle_bc_shuffled")  # further registered methods (registry: METHODS)
 K_METHODS = ("bc", "idm", "ours", "ours_bins", "ours_regression", "ours_tuned", "ours_relabel", "ours_relabel_tuned",
              "clam", "ours_supervised", "oracle_bc_shuffled")  # results depend on k
@@ -152,11 +153,13 @@ class BenchmarkConfig:
     """k-shot action head (latent_dim and the action space are set from the LAM and the game)."""
     head_input: str = "policy"
     """Latents the head is fitted on: ``policy`` (π(o_t)) or ``idm`` (see :mod:`lapo.decoder`)."""
-    ours: str = "ours_relabel"
+    ours: str = "ours_relabel_tuned"
     """The latent row the targets name "ours" and whose agents are saved (:func:`agent_path`); every
-    row is reported either way. Fixed on CoinRun (issue 11; ``cpu-impala``, seed 0, k = 64 and 256,
-    README "CoinRun with cpu-impala"): the row that is nowhere worse than BC or IDM on k beyond its
-    CI, of the two latent rows; ``ours`` (latent policy + head) was below the IDM at k=64."""
+    row is reported either way. Fixed on CoinRun (issue 11; ``cpu-impala``, 3 seeds, k = 64 and 256,
+    paired on the same LAMs and levels, ``docs/benchmark_coinrun_relabel_vs_tuned_2026-11-29.md``):
+    the only latent row above IDM on k at both k (``ours_relabel`` tied it at k=64, +0.09
+    [-0.02, +0.20]; ``ours``, latent policy + head, was below it at k=64). Before 2026-11-29:
+    ``ours_relabel``."""
     finetune_k: int = 256
     """Labeled transitions of the ours agent that ``ours_finetune`` starts from."""
     finetune_frames: int = 1_000_000

@@ -40,7 +40,7 @@ def clean_run(tmp_path_factory):
     # pseudo-labels the whole video; ours_relabel_tuned: they fine-tune the LAM's IDM; and still no
     # other action may
     cfg = tiny_config(tmp_path_factory.mktemp("bench") / "clean",
-                      methods=TRAINED + ("ours_supervised", "ours_relabel_tuned"))
+                      methods=TRAINED + ("ours_supervised", "ours_relabel"))
     return cfg, run_benchmark(cfg)
 
 
@@ -98,15 +98,15 @@ def test_rerun_resumes_and_a_new_k_adds_only_its_cells(clean_run, tmp_path):
     # a report of a sweep still running: a method finished at one k and not the other prints "—"
     partial = dataclasses.replace(more, run_dir=tmp_path / "partial", report_only=True)
     shutil.copytree(cfg.run_dir, partial.run_dir)
-    cell_path(partial.run_dir, "coinrun", "ours_relabel", 16, 0).unlink()
+    cell_path(partial.run_dir, "coinrun", "ours_relabel_tuned", 16, 0).unlink()
     report = run_benchmark(partial)
-    assert report["missing_cells"] == ["cells/coinrun/ours_relabel/k16/seed0.json"]
+    assert report["missing_cells"] == ["cells/coinrun/ours_relabel_tuned/k16/seed0.json"]
     # the targets name the missing cells of the "ours" row they leave out, whichever --methods ran
-    assert report["targets"]["ours_missing_cells"] == ["cells/coinrun/ours_relabel/k16/seed0.json"]
+    assert report["targets"]["ours_missing_cells"] == ["cells/coinrun/ours_relabel_tuned/k16/seed0.json"]
     bc_only = run_benchmark(dataclasses.replace(partial, methods=("bc",)))
     assert bc_only["missing_cells"] == [] and bc_only["targets"]["ours_missing_cells"] == report["missing_cells"]
     line = next(ln for ln in (partial.run_dir / "results.md").read_text().splitlines()
-                if ln.startswith(f"| {METHOD_NAMES['ours_relabel']} |") and ln.endswith("| — |"))
+                if ln.startswith(f"| {METHOD_NAMES['ours_relabel_tuned']} |") and ln.endswith("| — |"))
     assert len(line.split("|")) == 5  # method, k=8, k=16
 
 
