@@ -157,9 +157,9 @@ class BenchmarkConfig:
     """The latent row the targets name "ours" and whose agents are saved (:func:`agent_path`); every
     row is reported either way. Fixed on CoinRun (issue 11; ``cpu-impala``, 3 seeds, k = 64 and 256,
     paired on the same LAMs and levels, ``docs/benchmark_coinrun_relabel_vs_tuned_2026-11-29.md``):
-    the only latent row above IDM on k at both k (``ours_relabel`` tied it at k=64, +0.09
-    [-0.02, +0.20]; ``ours``, latent policy + head, was below it at k=64). Before 2026-11-29:
-    ``ours_relabel``."""
+    above BC and IDM on k at both k, and ahead of ``ours_relabel`` at k=64 (+0.16 [+0.06, +0.26]),
+    which there only tied IDM on k (+0.09 [-0.02, +0.20]); ``ours`` (latent policy + head) was below
+    IDM on k at k=64 in the 2026-11-28 run. Before 2026-11-29: ``ours_relabel``."""
     finetune_k: int = 256
     """Labeled transitions of the ours agent that ``ours_finetune`` starts from."""
     finetune_frames: int = 1_000_000
